@@ -1,0 +1,31 @@
+//! sip-oauth-registrar: a SIP registrar that behaves on the wire like Cisco Unified
+//! Communications Manager in "SIP OAuth mode", for labs, client integration tests and load.
+//!
+//! # Layout
+//! Data flows one way, top to bottom:
+//!
+//! | module | role |
+//! |---|---|
+//! | [`config`] | the TOML cluster file → typed [`config::Settings`] |
+//! | [`cluster`] | the cluster model (nodes, ports, profiles, users, devices), read-only |
+//! | [`server`] | prepares the state directory, binds every listener, shutdown |
+//! | [`tls`] | server configs for 5061/5090/5091 and the Expressway-C check |
+//! | [`transport`] | UDP/TCP/TLS loops and the stream [`transport::codec`]; no SIP logic |
+//! | [`sip`] | bytes → [`sip::Request`] (rsip behind it), responses in UCM's order |
+//! | [`policy`] | the port rule table, a pure function |
+//! | [`auth`] | bearer tokens: issue, validate, cache ([`auth::Authenticator`] is the seam) |
+//! | [`registrar`] | the REGISTER pipeline and the binding [`registrar::Store`] |
+//! | [`pki`] | lab certificates and keys, made on first start |
+//!
+//! `sip`, `policy`, `auth`, `registrar` and `cluster` never touch sockets.
+
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod pki;
+pub mod policy;
+pub mod registrar;
+pub mod server;
+pub mod sip;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,287 @@
+//! Command line: `serve` (the default), `check-config`, `token issue`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use sip_oauth_registrar::auth::{AuthOptions, TokenAuthority};
+use sip_oauth_registrar::config::Settings;
+use sip_oauth_registrar::server::{self, BindOptions, Server};
+use tokio_util::sync::CancellationToken;
+
+/// A SIP registrar that behaves on the wire like Cisco UCM in SIP OAuth mode.
+///
+/// With no arguments it serves the embedded lab cluster (config/lab.toml): two nodes on
+/// 127.0.0.1 and 127.0.0.2, each with SIP 5060 (UDP+TCP), 5061 (TLS), 5090 (OAuth TLS) and
+/// 5091 (MRA mutual TLS). Lab certificates and the token signing key are created in the state
+/// directory on first start.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Cluster configuration (TOML). Default: the embedded lab cluster.
+    #[arg(long, global = true, env = "SIP_OAUTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where certificates, keys and other state live.
+    /// Default: $XDG_STATE_HOME/sip-oauth-registrar, else ~/.local/state/sip-oauth-registrar.
+    #[arg(long, global = true, env = "SIP_OAUTH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the registrar (the default command).
+    Serve {
+        /// Log filter, in RUST_LOG syntax (e.g. `debug`, `sip_oauth_registrar=trace`).
+        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        log: String,
+    },
+    /// Load the configuration, certificates and keys, report every problem, and exit.
+    CheckConfig,
+    /// Access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Print an access token for a user's device, to send as
+    /// `Proxy-Authorization: Bearer token="<token>"`.
+    Issue {
+        /// The user the token is for (the device's owner).
+        #[arg(long)]
+        user: String,
+        /// The device the token will register.
+        #[arg(long)]
+        device: String,
+        /// Lifetime in seconds. Default: the cluster's access token expiry timer.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        None => serve(args.config.as_deref(), args.state_dir, "info"),
+        Some(Command::Serve { ref log }) => {
+            serve(args.config.as_deref(), args.state_dir.clone(), log)
+        }
+        Some(Command::CheckConfig) => check_config(args.config.as_deref(), args.state_dir),
+        Some(Command::Token {
+            command:
+                TokenCommand::Issue {
+                    ref user,
+                    ref device,
+                    ttl,
+                },
+        }) => issue_token(
+            args.config.as_deref(),
+            args.state_dir.clone(),
+            user,
+            device,
+            ttl,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: Option<&Path>) -> anyhow::Result<Settings> {
+    Ok(match config {
+        Some(path) => Settings::read(path)?,
+        None => Settings::lab()?,
+    })
+}
+
+fn state_dir(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = explicit {
+        return dir;
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")));
+    match base {
+        Some(b) => b.join("sip-oauth-registrar"),
+        None => PathBuf::from("state"),
+    }
+}
+
+fn serve(config: Option<&Path>, state: Option<PathBuf>, log: &str) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(log).context("--log")?)
+        .init();
+    let settings = load(config)?;
+    let state = state_dir(state);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let cancel = CancellationToken::new();
+        let (server, prepared) = Server::start(&settings, &state, BindOptions::default(), cancel.clone()).await?;
+        let cluster = &settings.cluster.params;
+        tracing::info!(
+            cluster = %cluster.name,
+            sip_oauth_mode = cluster.sip_oauth_mode,
+            state_dir = %state.display(),
+            "sip-oauth-registrar started"
+        );
+        for path in &prepared.created {
+            tracing::info!(path = %path.display(), "created");
+        }
+        for l in server.listeners() {
+            tracing::info!(node = %l.node_name, listener = l.kind.name(), transport = l.transport.name(), addr = %l.addr, "listening");
+        }
+        if let Some(ca) = &prepared.lab_ca {
+            println!("Lab CA (trust it in your client): {}", ca.display());
+        }
+        println!("Token signing key hash: {}", server.tokens().key_hash());
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        if !server.shutdown(Duration::from_secs(5)).await {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = load(config)?;
+    let state = state_dir(state);
+    let c = &settings.cluster;
+    println!(
+        "configuration ok: cluster {:?}, {} node(s), {} profile(s), {} user(s), {} device(s), {} Expressway-C entr(ies)",
+        c.params.name,
+        c.nodes.len(),
+        c.profiles.len(),
+        c.users.len(),
+        c.devices.len(),
+        c.expressway.len()
+    );
+    let mut problems = Vec::new();
+    let lab_dir = state.join(server::LAB_PKI_DIR);
+    let missing_lab = settings.tls.lab_pki && !lab_dir.join("lab-ca.pem").exists();
+    if missing_lab {
+        println!(
+            "lab PKI not created yet: `serve` creates it in {} on first start",
+            lab_dir.display()
+        );
+    } else {
+        let expressway = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(c.expressway.clone()));
+        match sip_oauth_registrar::tls::TlsConfigs::load(&settings, &state, expressway) {
+            Ok(_) => println!("TLS certificates, keys and trust stores ok"),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let key = Settings::resolve(&state, &settings.tokens.signing_key);
+    if key.exists() {
+        match std::fs::read_to_string(&key)
+            .map_err(anyhow::Error::from)
+            .and_then(|pem| {
+                Ok(TokenAuthority::new(
+                    &c.params.uuid,
+                    &pem,
+                    token_options(&settings),
+                )?)
+            }) {
+            Ok(t) => println!("token signing key ok (hash {})", t.key_hash()),
+            Err(e) => problems.push(format!("tokens.signing_key ({}): {e:#}", key.display())),
+        }
+    } else {
+        println!(
+            "token signing key not created yet: `serve` creates {}",
+            key.display()
+        );
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn token_options(settings: &Settings) -> AuthOptions {
+    AuthOptions {
+        leeway_secs: settings.tokens.leeway_secs,
+        cache_capacity: 1,
+    }
+}
+
+fn issue_token(
+    config: Option<&Path>,
+    state: Option<PathBuf>,
+    user: &str,
+    device: &str,
+    ttl: Option<u64>,
+) -> anyhow::Result<()> {
+    let settings = load(config)?;
+    let state = state_dir(state);
+    let c = &settings.cluster;
+    let Some(id) = c.device_by_name(device) else {
+        bail!("no device {device:?} in the configuration");
+    };
+    let d = c.device(id);
+    match c.user(user) {
+        None => bail!("no user {user:?} in the configuration"),
+        Some(u) if !u.active => bail!("user {user:?} is not active"),
+        Some(_) if *d.owner != *user => {
+            bail!("device {device:?} belongs to {:?}, not {user:?}", &*d.owner)
+        }
+        Some(_) => {}
+    }
+    // The same key `serve` uses: created here if this runs first.
+    let prepared = server::prepare_state(&settings, &state)?;
+    let tokens = TokenAuthority::new(
+        &c.params.uuid,
+        &prepared.signing_key_pem,
+        token_options(&settings),
+    )?;
+    let ttl = ttl.unwrap_or(u64::from(c.params.access_token_expiry_minutes) * 60);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let issued = tokens.issue(user, &client_id(device), ttl, now)?;
+    eprintln!(
+        "access token for user {user:?}, device {device:?}, expires in {ttl} s (token id {})",
+        issued.token_id
+    );
+    println!("{}", issued.token);
+    Ok(())
+}
+
+/// UCM client ids are `C` + 64 hex; the lab derives one per device so it is stable.
+fn client_id(device: &str) -> String {
+    format!("C{}", hex::encode(Sha256::digest(device.as_bytes())))
+}

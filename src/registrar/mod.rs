@@ -1,0 +1,457 @@
+//! REGISTER handling: the staged pipeline parse → port rule → credential → Contact/Expires →
+//! store → reply. Each stage returns early with an [`Outcome`] carrying the reply and a
+//! stable reason code; [`Registrar::handle`] is the one place that encodes and logs it.
+//! Nothing here touches a socket: transports hand in bytes and a [`Peer`] and write back
+//! what they are given.
+
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::{Duration, Instant};
+
+use crate::auth::{AuthError, Authenticator};
+use crate::cluster::{Cluster, DeviceId};
+use crate::policy::{self, Admission, ListenerKind};
+use crate::sip::grammar::{self, ContactList, NameAddr};
+use crate::sip::response::{self, Reply};
+use crate::sip::{self, Method, ParseError, Request};
+use crate::transport::Peer;
+pub use store::{Binding, Registered, Store, StoreError, Update};
+
+/// What requests other than REGISTER may be.
+const ALLOW: &str = "REGISTER, OPTIONS";
+/// Contact feature tags Cisco clients name themselves with (spec §2, §4).
+const DEVICE_NAME_PARAM: &str = "+u.sip!devicename.ccm.cisco.com";
+const NEWREG: &str = ";x-cisco-newreg";
+const SUPPORTED: &str = "X-cisco-srtp-fallback,X-cisco-sis-9.1.0";
+const SUPPORTED_AR_SK: &str = "X-cisco-srtp-fallback,X-cisco-sis-9.1.0,X-cisco-supports-AR_SK";
+/// Expires a client gets when it asks for none (RFC 3261 §10.3 leaves it to the registrar).
+const DEFAULT_EXPIRES: u32 = 3600;
+/// UCM's port-mismatch 403 carries this (spec §5).
+const PORT_MISMATCH_RETRY_AFTER: &str = "35";
+const REMOTECC_RESPONSE_TYPE: &str = "application/x-cisco-remotecc-response+xml";
+const REMOTECC_RESPONSE: &[u8] = b"<x-cisco-remotecc-response>
+<response>
+<code>200</code>
+<optionsind>
+<combine max=\"6\">
+<remotecc><status/></remotecc>
+<service-control/>
+</combine>
+<dialog usage=\"hook status\"><unot/></dialog>
+<dialog usage=\"shared line\"><unot/></dialog>
+<presence usage=\"blf speed dial\"><unot/></presence>
+<joinreq></joinreq>
+</optionsind>
+</response>
+</x-cisco-remotecc-response>
+";
+
+/// The registrar: the cluster model, the binding store and the credential check.
+/// Cheap to clone; every listener task holds one.
+#[derive(Clone)]
+pub struct Registrar {
+    cluster: Arc<Cluster>,
+    store: Store,
+    auth: Arc<dyn Authenticator>,
+    challenge: Arc<str>,
+}
+
+/// A reply and the reason code it is logged (and later counted) under.
+#[derive(Debug)]
+pub struct Outcome {
+    pub reply: Reply,
+    pub reason: &'static str,
+    pub device: Option<DeviceId>,
+}
+
+impl Outcome {
+    fn new(reply: Reply, reason: &'static str) -> Self {
+        Self {
+            reply,
+            reason,
+            device: None,
+        }
+    }
+
+    fn device(mut self, device: DeviceId) -> Self {
+        self.device = Some(device);
+        self
+    }
+}
+
+impl Registrar {
+    pub fn new(cluster: Arc<Cluster>, store: Store, auth: Arc<dyn Authenticator>) -> Self {
+        let challenge = format!("Bearer realm=\"{}\"", cluster.params.sip_realm).into();
+        Self {
+            cluster,
+            store,
+            auth,
+            challenge,
+        }
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles one framed message; returns the bytes to send back, if any.
+    pub fn handle(&self, bytes: &[u8], peer: &Peer) -> Option<Vec<u8>> {
+        let (echo, outcome) = match sip::parse(bytes) {
+            Ok(req) => {
+                let outcome = match req.method {
+                    Method::Register => self.register(&req, peer),
+                    Method::Options => {
+                        Outcome::new(Reply::new(200, "OK").header("Allow", ALLOW), "options")
+                    }
+                    // ACK is never answered (RFC 3261 §17.2.1).
+                    Method::Ack => return None,
+                    Method::Other => Outcome::new(
+                        Reply::new(405, "Method Not Allowed").header("Allow", ALLOW),
+                        "method_not_allowed",
+                    ),
+                };
+                (req.echo, outcome)
+            }
+            Err(ParseError::NotARequest) => {
+                tracing::debug!(%peer.addr, "dropped a message that is not a request");
+                return None;
+            }
+            Err(ParseError::BadRequest { echo, reason }) => {
+                let reply =
+                    Reply::new(400, "Bad Request").header("Warning", self.warning(peer, reason));
+                (*echo, Outcome::new(reply, "bad_request"))
+            }
+        };
+        tracing::debug!(
+            %peer.addr,
+            listener = peer.listener.name(),
+            status = outcome.reply.status,
+            reason = outcome.reason,
+            device = outcome.device.map(|d| &*self.cluster.device(d).name),
+            "answered"
+        );
+        Some(response::encode(
+            &echo,
+            &outcome.reply,
+            &self.cluster.server_header,
+            response::new_tag(),
+        ))
+    }
+
+    fn register(&self, req: &Request, peer: &Peer) -> Outcome {
+        match self.try_register(req, peer) {
+            Ok(o) | Err(o) => o,
+        }
+    }
+
+    fn try_register(&self, req: &Request, peer: &Peer) -> Result<Outcome, Outcome> {
+        let contacts = parse_contacts(req).map_err(|reason| self.bad_request(peer, reason))?;
+        let device = self.identify(req, &contacts, peer)?;
+        let profile = self.cluster.profile_of(device);
+
+        let admission = policy::admit(self.cluster.params.sip_oauth_mode, profile, peer.listener)
+            .map_err(|reject| {
+            let mut reply = Reply::new(403, "Forbidden");
+            if reject == policy::PortReject::PortMismatch {
+                reply = reply.header("Retry-After", PORT_MISMATCH_RETRY_AFTER);
+            }
+            let reply = reply.header("Warning", self.warning(peer, reject.warning_text()));
+            Outcome::new(reply, reject.reason()).device(device)
+        })?;
+        let user = self.admit(admission, req, peer, device)?;
+
+        let now = Instant::now();
+        let update = |contact: Option<&NameAddr<'_>>, expires: Duration| Update {
+            binding: Binding {
+                contact_uri: contact.map_or("", |c| c.uri).into(),
+                instance: contact
+                    .and_then(|c| c.param("+sip.instance").flatten())
+                    .map(Into::into),
+                call_id: req.echo.call_id.as_str().into(),
+                cseq: req.cseq_number,
+                expires_at: now + expires,
+                registered_at: unix_now(),
+                node: peer.node,
+                listener: peer.listener,
+                transport: peer.transport,
+                source: peer.addr,
+                user: user.clone(),
+            },
+            force: is_forced(req, contact),
+        };
+
+        let entry = match &contacts {
+            Contacts::Star => None,
+            Contacts::One(c) => Some(c),
+        };
+        let requested = requested_expires(req, entry).map_err(|r| self.bad_request(peer, r))?;
+        if matches!(contacts, Contacts::Star) && requested != 0 {
+            return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
+        }
+        if requested == 0 {
+            return self
+                .store
+                .unregister(device, &update(entry, Duration::ZERO), now)
+                .map(|_| Outcome::new(Reply::new(200, "OK"), "unregistered").device(device))
+                .map_err(|e| self.store_error(e, peer, device));
+        }
+        let min = self.cluster.params.min_expires_secs;
+        if requested < min {
+            let reply =
+                Reply::new(423, "Interval Too Brief").header("Min-Expires", min.to_string());
+            return Err(Outcome::new(reply, "interval_too_brief").device(device));
+        }
+
+        // UCM grants its keepalive interval whatever the client asked (spec §4).
+        let granted = self.cluster.params.keepalive_interval_secs;
+        let registered = self
+            .store
+            .register(
+                device,
+                update(entry, Duration::from_secs(granted.into())),
+                now,
+            )
+            .map_err(|e| self.store_error(e, peer, device))?;
+
+        let Some(contact) = entry else {
+            return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
+        };
+        let newreg = matches!(
+            registered,
+            Registered::New {
+                first_since_start: true
+            }
+        );
+        let supported = if peer.listener == ListenerKind::MraOAuth
+            && contact.param("x-cisco-mra-ha").flatten() == Some("AR_SK")
+        {
+            SUPPORTED_AR_SK
+        } else {
+            SUPPORTED
+        };
+        let mut reply = Reply::new(200, "OK")
+            .header("Expires", granted.to_string())
+            .header(
+                "Contact",
+                format!("{}{}", contact.raw, if newreg { NEWREG } else { "" }),
+            )
+            .header("Supported", supported);
+        if req.has_remotecc() {
+            reply.body = Some((REMOTECC_RESPONSE_TYPE, REMOTECC_RESPONSE));
+        }
+        let reason = match registered {
+            Registered::New { .. } => "registered",
+            Registered::Refreshed => "refreshed",
+        };
+        Ok(Outcome::new(reply, reason).device(device))
+    }
+
+    /// The device named by Cisco's Contact feature tag, else the one owning the AOR's line.
+    fn identify(
+        &self,
+        req: &Request,
+        contacts: &Contacts<'_>,
+        peer: &Peer,
+    ) -> Result<DeviceId, Outcome> {
+        let not_found = |reason: &'static str, text: &'static str| {
+            let reply = Reply::new(404, "Not Found").header("Warning", self.warning(peer, text));
+            Outcome::new(reply, reason)
+        };
+        let to = grammar::parse_name_addr(&req.echo.to)
+            .map_err(|_| self.bad_request(peer, "Malformed To header"))?;
+        let aor = grammar::parse_sip_uri(to.uri)
+            .map_err(|_| self.bad_request(peer, "To is not a sip: or sips: URI"))?;
+        let dn = aor.user.unwrap_or_default();
+        let named = match contacts {
+            Contacts::One(c) => c.param(DEVICE_NAME_PARAM).flatten(),
+            Contacts::Star => None,
+        };
+        match named {
+            Some(name) => {
+                let device = self
+                    .cluster
+                    .device_by_name(name)
+                    .ok_or_else(|| not_found("unknown_device", "Device not found"))?;
+                if !self
+                    .cluster
+                    .device(device)
+                    .lines
+                    .iter()
+                    .any(|l| *l.dn == *dn)
+                {
+                    return Err(
+                        not_found("unknown_line", "Line not found on device").device(device)
+                    );
+                }
+                Ok(device)
+            }
+            None => self
+                .cluster
+                .device_by_dn(dn)
+                .ok_or_else(|| not_found("unknown_aor", "Directory number not found")),
+        }
+    }
+
+    /// Checks what the port rule asks for; returns the token's user for bearer admission.
+    fn admit(
+        &self,
+        admission: Admission,
+        req: &Request,
+        peer: &Peer,
+        device: DeviceId,
+    ) -> Result<Option<Arc<str>>, Outcome> {
+        match admission {
+            Admission::Open => Ok(None),
+            Admission::DeviceCertificate => {
+                let name = &self.cluster.device(device).name;
+                let named = peer
+                    .cert_names
+                    .as_ref()
+                    .is_some_and(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)));
+                if named {
+                    Ok(None)
+                } else {
+                    let reply = Reply::new(403, "Forbidden")
+                        .header("Warning", self.warning(peer, "TLS authentication failure"));
+                    Err(Outcome::new(reply, "tls_authentication_failure").device(device))
+                }
+            }
+            Admission::Bearer => self.bearer(req, peer, device).map(Some),
+        }
+    }
+
+    fn bearer(&self, req: &Request, peer: &Peer, device: DeviceId) -> Result<Arc<str>, Outcome> {
+        let challenge = |reason: &'static str| {
+            let reply = Reply::new(407, "Proxy Authentication Required")
+                .header("Proxy-Authenticate", &*self.challenge);
+            Outcome::new(reply, reason).device(device)
+        };
+        let Some(header) = req.credential_header() else {
+            return Err(challenge("challenge"));
+        };
+        let token = match grammar::parse_bearer_credential(header) {
+            Ok(grammar::Credential::CiscoToken(t)) => t,
+            Ok(grammar::Credential::Bearer(t)) => t.into(),
+            Err(_) => return Err(challenge("credential_not_bearer")),
+        };
+        // No UCM text exists for a bad or expired token: re-challenge, and the client
+        // refreshes its token (spec §4).
+        let identity = self
+            .auth
+            .authenticate(&token, unix_now())
+            .map_err(|e: AuthError| challenge(e.reason()))?;
+        let forbidden = |reason: &'static str, text: &'static str| {
+            let reply = Reply::new(403, "Forbidden").header("Warning", self.warning(peer, text));
+            Outcome::new(reply, reason).device(device)
+        };
+        let user = self
+            .cluster
+            .user(&identity.user)
+            .ok_or_else(|| forbidden("unknown_user", "Token user is not the device owner"))?;
+        if !user.active {
+            return Err(forbidden("inactive_user", "User is not active"));
+        }
+        if *self.cluster.device(device).owner != *identity.user {
+            return Err(forbidden("not_owner", "Token user is not the device owner"));
+        }
+        Ok(identity.user)
+    }
+
+    fn store_error(&self, e: StoreError, peer: &Peer, device: DeviceId) -> Outcome {
+        let (reply, reason) = match e {
+            StoreError::ActiveForAnotherClient => (
+                Reply::new(403, "Forbidden").header(
+                    "Warning",
+                    self.warning(peer, "Registration is active for another client"),
+                ),
+                "active_for_another_client",
+            ),
+            StoreError::OutOfOrder { .. } => (
+                Reply::new(400, "Bad Request")
+                    .header("Warning", self.warning(peer, "Out of order CSeq")),
+                "out_of_order_cseq",
+            ),
+            StoreError::Full { .. } => (
+                Reply::new(503, "Service Unavailable").header("Retry-After", "60"),
+                "store_full",
+            ),
+        };
+        Outcome::new(reply, reason).device(device)
+    }
+
+    fn bad_request(&self, peer: &Peer, reason: &'static str) -> Outcome {
+        let reply = Reply::new(400, "Bad Request").header("Warning", self.warning(peer, reason));
+        Outcome::new(reply, "bad_request")
+    }
+
+    /// `399 <node> "<text>"`, as UCM writes its Warning headers.
+    fn warning(&self, peer: &Peer, text: &str) -> String {
+        format!("399 {} \"{text}\"", self.cluster.node(peer.node).name)
+    }
+}
+
+enum Contacts<'a> {
+    Star,
+    One(NameAddr<'a>),
+}
+
+fn parse_contacts(req: &Request) -> Result<Contacts<'_>, &'static str> {
+    let mut found = None;
+    for value in &req.contacts {
+        let list = grammar::parse_contact_list(value).map_err(|_| "Malformed Contact header")?;
+        let next = match list {
+            ContactList::Star => Contacts::Star,
+            ContactList::Entries(mut entries) => match (entries.pop(), entries.is_empty()) {
+                (Some(entry), true) => Contacts::One(entry),
+                _ => return Err("One Contact per REGISTER is supported"),
+            },
+        };
+        if found.replace(next).is_some() {
+            return Err("One Contact per REGISTER is supported");
+        }
+    }
+    found.ok_or("Missing Contact header")
+}
+
+/// The Contact's `expires` parameter, else the Expires header, else the default.
+fn requested_expires(req: &Request, contact: Option<&NameAddr<'_>>) -> Result<u32, &'static str> {
+    let text = match contact.and_then(|c| c.param("expires")) {
+        Some(Some(v)) => Some(v),
+        Some(None) => return Err("Malformed expires parameter"),
+        None => req.expires.as_deref(),
+    };
+    match text {
+        None => Ok(DEFAULT_EXPIRES),
+        // RFC 3261 §20.19: delta-seconds; values past 2^32-1 mean "a long time".
+        Some(t) => match t.trim().parse::<u64>() {
+            Ok(v) => Ok(u32::try_from(v).unwrap_or(u32::MAX)),
+            Err(_) => Err("Malformed Expires"),
+        },
+    }
+}
+
+/// Jabber takes a device over from another client with `cisco-alarm:111` in Reason and a real
+/// `+sip.instance` (spec §4).
+fn is_forced(req: &Request, contact: Option<&NameAddr<'_>>) -> bool {
+    let alarm = req
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("cisco-alarm:111"));
+    let instance = contact
+        .and_then(|c| c.param("+sip.instance").flatten())
+        .is_some_and(|i| !i.is_empty());
+    alarm && instance
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,301 @@
+//! The daemon: prepares the state directory (lab PKI, token key), loads TLS and keys, binds
+//! every listener of every node, then serves until cancelled. All sockets are bound before
+//! anything is spawned, so a port in use fails the start instead of half-running.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthOptions, TokenAuthority};
+use crate::cluster::{Cluster, NodeId};
+use crate::config::Settings;
+use crate::pki::{self, LabPkiPlan};
+use crate::policy::ListenerKind;
+use crate::registrar::{Registrar, Store};
+use crate::tls::{TlsConfigs, TlsError};
+use crate::transport::{self, StreamListener, Transport};
+
+/// Where the lab PKI is written, under the state directory; `config/lab.toml` points there.
+pub const LAB_PKI_DIR: &str = "certs";
+
+/// How to bind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindOptions {
+    /// Bind every listener on port 0 (tests); the configured ports are still what config
+    /// files publish.
+    pub ephemeral_ports: bool,
+}
+
+/// A listener the server is serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    pub node: NodeId,
+    pub node_name: Arc<str>,
+    pub kind: ListenerKind,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// What the state directory holds after [`prepare_state`].
+#[derive(Debug, Clone)]
+pub struct PreparedState {
+    /// Files created by this start (empty on later starts).
+    pub created: Vec<PathBuf>,
+    /// The lab CA a client must trust, when the lab PKI is on.
+    pub lab_ca: Option<PathBuf>,
+    pub signing_key_pem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("lab PKI: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("tokens.signing_key: {0}")]
+    Key(#[from] crate::auth::KeyError),
+    #[error("cannot bind {kind} {transport} listener of node {node} on {addr}: {source}")]
+    Bind {
+        node: Arc<str>,
+        kind: &'static str,
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon.
+pub struct Server {
+    registrar: Registrar,
+    tokens: Arc<TokenAuthority>,
+    listeners: Vec<BoundListener>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Creates what a first start needs and is missing: the lab CA and certificates (when
+/// `tls.lab_pki` is on) and the token signing key. Existing files are never replaced.
+pub fn prepare_state(settings: &Settings, state_dir: &Path) -> Result<PreparedState, StartError> {
+    let mut created = Vec::new();
+    let mut lab_ca = None;
+    if settings.tls.lab_pki {
+        let (files, made) = pki::ensure_lab_pki(&lab_plan(&settings.cluster, state_dir))?;
+        created.extend(made);
+        lab_ca = Some(files.ca_cert);
+    }
+    let key_path = Settings::resolve(state_dir, &settings.tokens.signing_key);
+    let (signing_key_pem, made) =
+        pki::ensure_secret_file(&key_path, pki::generate_rsa_signing_key_pem)?;
+    if made {
+        created.push(key_path);
+    }
+    Ok(PreparedState {
+        created,
+        lab_ca,
+        signing_key_pem,
+    })
+}
+
+/// Where the lab PKI lives and what it names: every node's address and name, `localhost`,
+/// and the first Expressway-C entry's names for the lab Expressway-C client certificate.
+pub fn lab_plan(cluster: &Cluster, state_dir: &Path) -> LabPkiPlan {
+    let mut server_names: Vec<String> = Vec::new();
+    for n in &cluster.nodes {
+        server_names.push(n.name.to_string());
+        server_names.push(n.address.to_string());
+    }
+    server_names.push("localhost".into());
+    let expressway_names = cluster
+        .expressway
+        .first()
+        .map(|e| e.subject_names.clone())
+        .unwrap_or_else(|| vec!["expressway-c.lab".into()]);
+    LabPkiPlan {
+        dir: state_dir.join(LAB_PKI_DIR),
+        server_names,
+        expressway_names,
+    }
+}
+
+impl Server {
+    /// Prepares state, loads TLS and keys, binds everything, and starts serving.
+    pub async fn start(
+        settings: &Settings,
+        state_dir: &Path,
+        bind: BindOptions,
+        cancel: CancellationToken,
+    ) -> Result<(Self, PreparedState), StartError> {
+        let prepared = prepare_state(settings, state_dir)?;
+        let expressway = Arc::new(ArcSwap::from_pointee(settings.cluster.expressway.clone()));
+        let tls = TlsConfigs::load(settings, state_dir, expressway)?;
+        let tokens = Arc::new(TokenAuthority::new(
+            &settings.cluster.params.uuid,
+            &prepared.signing_key_pem,
+            AuthOptions {
+                leeway_secs: settings.tokens.leeway_secs,
+                cache_capacity: settings.tokens.cache_entries,
+            },
+        )?);
+        let cluster = Arc::new(settings.cluster.clone());
+        let store = Store::new(cluster.devices.len(), settings.limits.max_bindings);
+        let registrar = Registrar::new(cluster.clone(), store.clone(), tokens.clone());
+
+        let mut udp = Vec::new();
+        let mut streams = Vec::new();
+        let mut listeners = Vec::new();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let id = NodeId(i as u16);
+            let port = |p: u16| if bind.ephemeral_ports { 0 } else { p };
+            let at = |p: u16| SocketAddr::new(node.address, port(p));
+            let bind_error =
+                |kind: ListenerKind, transport: Transport, addr, source| StartError::Bind {
+                    node: node.name.clone(),
+                    kind: kind.name(),
+                    transport: transport.name(),
+                    addr,
+                    source,
+                };
+            let mut record = |kind, transport, addr| {
+                listeners.push(BoundListener {
+                    node: id,
+                    node_name: node.name.clone(),
+                    kind,
+                    transport,
+                    addr,
+                });
+            };
+
+            let addr = at(node.ports.sip);
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|e| bind_error(ListenerKind::Sip, Transport::Udp, addr, e))?;
+            record(
+                ListenerKind::Sip,
+                Transport::Udp,
+                local(&socket.local_addr(), addr),
+            );
+            udp.push((socket, id));
+
+            let mut kinds = vec![
+                (ListenerKind::Sip, node.ports.sip, None),
+                (
+                    ListenerKind::SipSecure,
+                    node.ports.sip_secure,
+                    Some(tls.secure.clone()),
+                ),
+            ];
+            if cluster.params.sip_oauth_mode {
+                kinds.push((
+                    ListenerKind::OAuth,
+                    node.ports.sip_oauth,
+                    Some(tls.oauth.clone()),
+                ));
+                kinds.push((
+                    ListenerKind::MraOAuth,
+                    node.ports.sip_mra_oauth,
+                    Some(tls.mra.clone()),
+                ));
+            }
+            for (kind, p, config) in kinds {
+                let transport = if config.is_some() {
+                    Transport::Tls
+                } else {
+                    Transport::Tcp
+                };
+                let addr = at(p);
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| bind_error(kind, transport, addr, e))?;
+                record(kind, transport, local(&listener.local_addr(), addr));
+                streams.push(StreamListener {
+                    listener,
+                    node: id,
+                    kind,
+                    tls: config.map(TlsAcceptor::from),
+                });
+            }
+        }
+
+        let tasks = TaskTracker::new();
+        let codec_limits = transport::codec::Limits {
+            max_message_bytes: settings.limits.max_message_bytes,
+            max_headers: settings.limits.max_headers,
+        };
+        tasks.spawn(store.purge_task(cancel.child_token()));
+        for (socket, node) in udp {
+            tasks.spawn(transport::serve_udp(
+                socket,
+                node,
+                registrar.clone(),
+                codec_limits,
+                cancel.child_token(),
+            ));
+        }
+        for l in streams {
+            tasks.spawn(transport::serve_stream_listener(
+                l,
+                registrar.clone(),
+                settings.limits,
+                cancel.child_token(),
+                tasks.clone(),
+            ));
+        }
+        Ok((
+            Self {
+                registrar,
+                tokens,
+                listeners,
+                cancel,
+                tasks,
+            },
+            prepared,
+        ))
+    }
+
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// The address of one listener.
+    pub fn addr(
+        &self,
+        node: NodeId,
+        kind: ListenerKind,
+        transport: Transport,
+    ) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.node == node && l.kind == kind && l.transport == transport)
+            .map(|l| l.addr)
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenAuthority> {
+        &self.tokens
+    }
+
+    /// Stops accepting, closes connections and waits for every task, up to `deadline`.
+    /// Returns false when tasks were still running at the deadline.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        self.cancel.cancel();
+        self.tasks.close();
+        tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+}
+
+fn local(bound: &std::io::Result<SocketAddr>, requested: SocketAddr) -> SocketAddr {
+    *bound.as_ref().unwrap_or(&requested)
+}

@@ -1,0 +1,245 @@
+//! SIP messages, with rsip kept behind this module: [`parse`] turns bytes into a [`Request`]
+//! holding the header values the registrar needs, once; [`response`] writes replies in UCM's
+//! header order. No I/O here.
+//!
+//! rsip 0.4 frames the message and splits headers; values it cannot type (Cisco's Contact,
+//! Bearer credentials) go to [`grammar`]. See `shared/notes/rsip-0.4.md` for why.
+
+pub mod grammar;
+pub mod response;
+
+use rsip::Header;
+
+/// The headers every response echoes (RFC 3261 §8.2.6.2), as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Echo {
+    pub vias: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub call_id: String,
+    pub cseq: String,
+}
+
+/// The request methods the registrar distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Register,
+    Options,
+    Ack,
+    Other,
+}
+
+/// A request, parsed once.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub method_name: String,
+    pub uri: String,
+    pub echo: Echo,
+    pub cseq_number: u32,
+    /// Every Contact header value, in order (a value may hold several entries).
+    pub contacts: Vec<String>,
+    pub expires: Option<String>,
+    pub proxy_authorization: Option<String>,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub reason: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A message that is not a request we can answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// A response, or bytes that are not SIP: dropped without reply, so we never reflect.
+    #[error("not a SIP request")]
+    NotARequest,
+    /// A request we can answer with `400`, with the reason for the Warning header.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        echo: Box<Echo>,
+        reason: &'static str,
+    },
+}
+
+/// Parses one framed message.
+pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
+    if bytes.starts_with(b"SIP/") {
+        return Err(ParseError::NotARequest);
+    }
+    let req = match rsip::Request::try_from(bytes) {
+        Ok(r) => r,
+        Err(_) => return Err(salvage(bytes, "Malformed message")),
+    };
+    let method_name = req.method.to_string();
+    let method = match req.method {
+        rsip::Method::Register => Method::Register,
+        rsip::Method::Options => Method::Options,
+        rsip::Method::Ack => Method::Ack,
+        _ => Method::Other,
+    };
+    let mut out = Request {
+        method,
+        method_name,
+        uri: req.uri.to_string(),
+        echo: Echo::default(),
+        cseq_number: 0,
+        contacts: Vec::new(),
+        expires: None,
+        proxy_authorization: None,
+        authorization: None,
+        content_type: None,
+        reason: None,
+        body: req.body,
+    };
+    let mut have = Have::default();
+    for header in req.headers {
+        match header {
+            Header::Via(v) => out.echo.vias.push(v.into()),
+            Header::From(v) => have.once(&mut out.echo.from, v.into()),
+            Header::To(v) => have.once(&mut out.echo.to, v.into()),
+            Header::CallId(v) => have.once(&mut out.echo.call_id, v.into()),
+            Header::CSeq(v) => have.once(&mut out.echo.cseq, v.into()),
+            Header::Contact(v) => out.contacts.push(v.into()),
+            Header::Expires(v) => out.expires = Some(v.into()),
+            Header::ProxyAuthorization(v) => out.proxy_authorization = Some(v.into()),
+            Header::Authorization(v) => out.authorization = Some(v.into()),
+            Header::ContentType(v) => out.content_type = Some(v.into()),
+            Header::Other(name, value) => out.other(&name, value, &mut have),
+            _ => {}
+        }
+    }
+    if have.dup {
+        return Err(bad(out.echo, "Duplicate From, To, Call-ID or CSeq header"));
+    }
+    let missing = [
+        (out.echo.vias.is_empty(), "Missing Via header"),
+        (out.echo.from.is_empty(), "Missing From header"),
+        (out.echo.to.is_empty(), "Missing To header"),
+        (out.echo.call_id.is_empty(), "Missing Call-ID header"),
+        (out.echo.cseq.is_empty(), "Missing CSeq header"),
+    ];
+    if let Some((_, reason)) = missing.iter().find(|(m, _)| *m) {
+        // Without the dialog-identifying headers a response could not be matched: drop it
+        // only when there is no Via to send it back on.
+        if out.echo.vias.is_empty() {
+            return Err(ParseError::NotARequest);
+        }
+        return Err(bad(out.echo, reason));
+    }
+    let mut cseq = out.echo.cseq.split_ascii_whitespace();
+    match (cseq.next().map(str::parse::<u32>), cseq.next(), cseq.next()) {
+        (Some(Ok(n)), Some(m), None) if m == out.method_name => out.cseq_number = n,
+        _ => return Err(bad(out.echo, "Malformed CSeq header")),
+    }
+    Ok(out)
+}
+
+/// Notes headers that must appear once (From, To, Call-ID, CSeq) appearing again.
+#[derive(Default)]
+struct Have {
+    dup: bool,
+}
+
+impl Have {
+    fn once(&mut self, slot: &mut String, value: String) {
+        if slot.is_empty() {
+            *slot = value;
+        } else {
+            self.dup = true;
+        }
+    }
+}
+
+impl Request {
+    /// rsip leaves compact forms (RFC 3261 §7.3.3) and a few names as `Other`.
+    fn other(&mut self, name: &str, value: String, have: &mut Have) {
+        let compact = |c: &str| name.eq_ignore_ascii_case(c);
+        if compact("v") {
+            self.echo.vias.push(value);
+        } else if compact("f") {
+            have.once(&mut self.echo.from, value);
+        } else if compact("t") {
+            have.once(&mut self.echo.to, value);
+        } else if compact("i") {
+            have.once(&mut self.echo.call_id, value);
+        } else if compact("m") {
+            self.contacts.push(value);
+        } else if compact("c") {
+            self.content_type = Some(value);
+        } else if compact("reason") {
+            self.reason = Some(value);
+        }
+    }
+
+    /// The bearer credential header: `Proxy-Authorization`, else `Authorization`.
+    pub fn credential_header(&self) -> Option<&str> {
+        self.proxy_authorization
+            .as_deref()
+            .or(self.authorization.as_deref())
+    }
+
+    /// Whether the body is Cisco's remotecc multipart (a `<bulkregisterreq>`/`<optionsind>`).
+    pub fn has_remotecc(&self) -> bool {
+        let multipart = self.content_type.as_deref().is_some_and(|c| {
+            c.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/mixed")
+        });
+        multipart
+            && memchr::memmem::find(&self.body, b"application/x-cisco-remotecc-request+xml")
+                .is_some()
+    }
+}
+
+fn bad(echo: Echo, reason: &'static str) -> ParseError {
+    ParseError::BadRequest {
+        echo: Box::new(echo),
+        reason,
+    }
+}
+
+/// When rsip refuses a message, a line scan still finds what a `400` must echo, so a client
+/// learns why instead of timing out. Without a request line and a Via nothing is answered.
+fn salvage(bytes: &[u8], reason: &'static str) -> ParseError {
+    let head_end = memchr::memmem::find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
+    let Ok(head) = std::str::from_utf8(&bytes[..head_end]) else {
+        return ParseError::NotARequest;
+    };
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    if !request_line.ends_with(" SIP/2.0") || request_line.split(' ').count() != 3 {
+        return ParseError::NotARequest;
+    }
+    let mut echo = Echo::default();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        let value = value.trim().to_owned();
+        let is = |full: &str, compact: &str| {
+            name.eq_ignore_ascii_case(full) || name.eq_ignore_ascii_case(compact)
+        };
+        if is("Via", "v") {
+            echo.vias.push(value);
+        } else if is("From", "f") && echo.from.is_empty() {
+            echo.from = value;
+        } else if is("To", "t") && echo.to.is_empty() {
+            echo.to = value;
+        } else if is("Call-ID", "i") && echo.call_id.is_empty() {
+            echo.call_id = value;
+        } else if is("CSeq", "CSeq") && echo.cseq.is_empty() {
+            echo.cseq = value;
+        }
+    }
+    if echo.vias.is_empty() {
+        return ParseError::NotARequest;
+    }
+    ParseError::BadRequest {
+        echo: Box::new(echo),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! TLS server configurations for the three TLS listeners, and the Expressway-C check on the
+//! MRA port:
+//! - 5061 (CallManager certificate): a client certificate is requested and, when given,
+//!   verified against CallManager-trust;
+//! - 5090 (tomcat certificate): server certificate only;
+//! - 5091 (tomcat certificate): a client certificate is required, must chain to tomcat-trust
+//!   and must name an Expressway-C entry by CN or SAN; otherwise the handshake fails with a
+//!   fatal `unknown_ca` alert, as UCM's does (spec §3).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
+
+use crate::cluster::ExpresswayEntry;
+use crate::config::Settings;
+
+/// The Expressway-C table, swappable at run time (entries added or removed over the admin
+/// interface take effect on the next handshake).
+pub type ExpresswayTable = Arc<ArcSwap<Vec<ExpresswayEntry>>>;
+
+/// Server configurations, one per TLS listener kind.
+#[derive(Clone)]
+pub struct TlsConfigs {
+    pub secure: Arc<ServerConfig>,
+    pub oauth: Arc<ServerConfig>,
+    pub mra: Arc<ServerConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("tls.{key}: cannot read {}: {reason}", path.display())]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("tls.{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl TlsConfigs {
+    /// Loads certificates, keys and trust stores named in the configuration.
+    pub fn load(
+        settings: &Settings,
+        state_dir: &Path,
+        expressway: ExpresswayTable,
+    ) -> Result<Self, TlsError> {
+        let files = &settings.tls;
+        let path = |p: &Path| Settings::resolve(state_dir, p);
+        let (tomcat_chain, tomcat_key) = load_identity(
+            &path(&files.tomcat_cert),
+            &path(&files.tomcat_key),
+            "tomcat_cert",
+            "tomcat_key",
+        )?;
+        let (cm_chain, cm_key) = load_identity(
+            &path(&files.callmanager_cert),
+            &path(&files.callmanager_key),
+            "callmanager_cert",
+            "callmanager_key",
+        )?;
+        let tomcat_trust = load_roots(state_dir, "tomcat_trust", &files.tomcat_trust)?;
+        let cm_trust = load_roots(state_dir, "callmanager_trust", &files.callmanager_trust)?;
+
+        let invalid = |key: &'static str| {
+            move |e: rustls::Error| TlsError::Invalid {
+                key,
+                reason: e.to_string(),
+            }
+        };
+        let verifier_error = |key: &'static str| {
+            move |e: rustls::server::VerifierBuilderError| TlsError::Invalid {
+                key,
+                reason: e.to_string(),
+            }
+        };
+
+        let oauth = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(tomcat_chain.clone(), tomcat_key.clone_key())
+            .map_err(invalid("tomcat_key"))?;
+
+        let webpki = WebPkiClientVerifier::builder(Arc::new(tomcat_trust))
+            .build()
+            .map_err(verifier_error("tomcat_trust"))?;
+        let mra = ServerConfig::builder()
+            .with_client_cert_verifier(Arc::new(ExpresswayVerifier { webpki, expressway }))
+            .with_single_cert(tomcat_chain, tomcat_key)
+            .map_err(invalid("tomcat_key"))?;
+
+        let optional = WebPkiClientVerifier::builder(Arc::new(cm_trust))
+            .allow_unauthenticated()
+            .build()
+            .map_err(verifier_error("callmanager_trust"))?;
+        let secure = ServerConfig::builder()
+            .with_client_cert_verifier(optional)
+            .with_single_cert(cm_chain, cm_key)
+            .map_err(invalid("callmanager_key"))?;
+
+        Ok(Self {
+            secure: Arc::new(secure),
+            oauth: Arc::new(oauth),
+            mra: Arc::new(mra),
+        })
+    }
+}
+
+fn load_identity(
+    cert: &Path,
+    key: &Path,
+    cert_key: &'static str,
+    key_key: &'static str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = load_certs(cert, cert_key)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
+        key: key_key,
+        path: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((chain, key))
+}
+
+fn load_certs(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file_error = |reason: String| TlsError::File {
+        key,
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_error("no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+fn load_roots(
+    state_dir: &Path,
+    key: &'static str,
+    paths: &[PathBuf],
+) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for p in paths {
+        let path = Settings::resolve(state_dir, p);
+        for cert in load_certs(&path, key)? {
+            roots.add(cert).map_err(|e| TlsError::Invalid {
+                key,
+                reason: format!("{}: {e}", path.display()),
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Invalid {
+            key,
+            reason: "no trusted certificate".into(),
+        });
+    }
+    Ok(roots)
+}
+
+/// CN and DNS SANs of a certificate, lower-cased. Unparseable certificates name nothing.
+pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    names
+}
+
+/// Chains to tomcat-trust (webpki), then requires a CN or SAN listed for an Expressway-C.
+#[derive(Debug)]
+struct ExpresswayVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    expressway: ExpresswayTable,
+}
+
+impl ClientCertVerifier for ExpresswayVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let names = certificate_names(end_entity);
+        let table = self.expressway.load();
+        let listed = table
+            .iter()
+            .any(|e| e.subject_names.iter().any(|s| names.iter().any(|n| n == s)));
+        if listed {
+            Ok(verified)
+        } else {
+            tracing::debug!(?names, "client certificate names no Expressway-C entry");
+            // rustls sends `unknown_ca` for this error, which is what UCM sends (spec §3).
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,205 @@
+//! Stream listeners (TCP 5060, TLS 5061/5090, mutual TLS 5091): accept, take a connection
+//! permit, shake hands under a deadline, then read frames and answer them in order on the
+//! connection (requests on one connection are handled sequentially, as hickory-dns does).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{self, Frame, SipCodec};
+use super::{Peer, Transport};
+use crate::cluster::NodeId;
+use crate::config::Limits;
+use crate::policy::ListenerKind;
+use crate::registrar::Registrar;
+
+/// One bound stream listener and what it needs to serve.
+pub struct StreamListener {
+    pub listener: TcpListener,
+    pub node: NodeId,
+    pub kind: ListenerKind,
+    /// `None` for plain TCP.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Accepts connections until `cancel` fires; connection tasks are tracked in `tasks` so a
+/// shutdown can wait for them.
+pub async fn serve_stream_listener(
+    l: StreamListener,
+    registrar: Registrar,
+    limits: Limits,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections_per_listener));
+    loop {
+        let (stream, addr) = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = l.listener.accept() => match r {
+                Ok(r) => r,
+                Err(error) => {
+                    // EMFILE/ENFILE and friends pass; back off instead of spinning on them.
+                    tracing::warn!(%error, listener = l.kind.name(), "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::info!(%addr, listener = l.kind.name(), limit = limits.max_connections_per_listener,
+                "connection limit reached, closing new connection");
+            continue;
+        };
+        // Small replies: do not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let peer = Peer {
+            addr,
+            node: l.node,
+            listener: l.kind,
+            transport: if l.tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            },
+            cert_names: None,
+        };
+        let registrar = registrar.clone();
+        let cancel = cancel.child_token();
+        let tls = l.tls.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => serve_connection(stream, peer, registrar, limits, cancel).await,
+                Some(acceptor) => {
+                    let Some((tls, peer)) = handshake(acceptor, stream, peer, &limits).await else {
+                        return;
+                    };
+                    serve_connection(tls, peer, registrar, limits, cancel).await;
+                }
+            }
+        });
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    mut peer: Peer,
+    limits: &Limits,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
+    let accept = acceptor.accept(stream).into_fallible();
+    match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
+        Err(_) => {
+            tracing::debug!(%peer.addr, listener = peer.listener.name(), "TLS handshake timed out");
+            None
+        }
+        Ok(Err((error, stream))) => {
+            tracing::debug!(%peer.addr, listener = peer.listener.name(), %error, "TLS handshake failed");
+            if peer.listener == ListenerKind::MraOAuth {
+                // UCM resets the connection after its fatal alert on the MRA port (spec §3);
+                // rustls has already written the alert, a zero linger turns the close into RST.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            }
+            None
+        }
+        Ok(Ok(tls)) => {
+            peer.cert_names = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::tls::certificate_names(leaf).into());
+            Some((tls, peer))
+        }
+    }
+}
+
+async fn serve_connection<S>(
+    mut stream: S,
+    peer: Peer,
+    registrar: Registrar,
+    limits: Limits,
+    cancel: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut codec = SipCodec::new(codec::Limits {
+        max_message_bytes: limits.max_message_bytes,
+        max_headers: limits.max_headers,
+    });
+    let mut buf = BytesMut::with_capacity(4096);
+    let result: Result<(), Closed> = async {
+        loop {
+            // Answer every complete frame already buffered before reading again.
+            while let Some(frame) = codec.decode(&mut buf)? {
+                let reply = match frame {
+                    Frame::Ping => Some(codec::PONG.to_vec()),
+                    Frame::Message(bytes) => registrar.handle(&bytes, &peer),
+                };
+                if let Some(reply) = reply {
+                    write(&mut stream, &reply, limits.idle_timeout).await?;
+                }
+            }
+            let read = tokio::select! {
+                () = cancel.cancelled() => return Err(Closed::Shutdown),
+                r = tokio::time::timeout(limits.idle_timeout, stream.read_buf(&mut buf)) => r,
+            };
+            match read {
+                Err(_) => return Err(Closed::Idle),
+                Ok(Err(e)) => return Err(Closed::Io(e)),
+                Ok(Ok(0)) => {
+                    // Complete frames were taken above; this only reports a cut-off message.
+                    codec.decode_eof(&mut buf)?;
+                    return Ok(());
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => tracing::trace!(%peer.addr, "connection closed by peer"),
+        Err(reason) => {
+            tracing::debug!(%peer.addr, listener = peer.listener.name(), %reason, "closing connection")
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    deadline: Duration,
+) -> Result<(), Closed> {
+    // A peer that stops reading must not pin the task forever.
+    match tokio::time::timeout(deadline, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Err(_) => Err(Closed::Idle),
+        Ok(r) => r.map_err(Closed::Io),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("idle timeout")]
+    Idle,
+    #[error("i/o error: {0}")]
+    Io(io::Error),
+    #[error("framing error: {0}")]
+    Codec(#[from] codec::CodecError),
+}

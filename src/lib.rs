@@ -19,6 +19,8 @@
 //!
 //! `sip`, `policy`, `auth`, `registrar` and `cluster` never touch sockets.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod cluster;
 pub mod config;

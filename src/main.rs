@@ -1,5 +1,7 @@
 //! Command line: `serve` (the default), `check-config`, `token issue`.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

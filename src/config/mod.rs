@@ -399,13 +399,10 @@ fn convert_nodes(raw: &[raw::Node], problems: &mut Problems) -> Vec<Node> {
         ];
         for (a, pa) in ports.iter().enumerate() {
             if *pa == 0 {
-                problems.push(format!("{key}"), "ports must not be 0");
+                problems.push(key.clone(), "ports must not be 0");
             }
             if ports[a + 1..].contains(pa) {
-                problems.push(
-                    format!("{key}"),
-                    format!("port {pa} is used for two listeners"),
-                );
+                problems.push(key.clone(), format!("port {pa} is used for two listeners"));
             }
         }
         if out.iter().any(|o| o.name.eq_ignore_ascii_case(&n.name)) {

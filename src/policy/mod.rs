@@ -105,7 +105,7 @@ mod tests {
             description: String::new(),
             product_type: ProductType::from_name("Cisco Unified Client Services Framework"),
             security_mode,
-            transport: if security_mode == SecurityMode::NonSecure {
+            transport: if security_mode == NonSecure {
                 TransportType::TcpUdp
             } else {
                 TransportType::Tls
@@ -122,13 +122,14 @@ mod tests {
     use SecurityMode::*;
 
     /// Every row of the README table: (cluster mode, profile OAuth, security, listener, outcome).
-    const TABLE: &[(
+    type Row = (
         bool,
         bool,
         SecurityMode,
         ListenerKind,
         Result<Admission, PortReject>,
-    )] = &[
+    );
+    const TABLE: &[Row] = &[
         (true, true, Encrypted, OAuth, Ok(Bearer)),
         (true, true, Encrypted, MraOAuth, Ok(Bearer)),
         (true, true, Encrypted, Sip, Err(PortMismatch)),

@@ -66,9 +66,8 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     if bytes.starts_with(b"SIP/") {
         return Err(ParseError::NotARequest);
     }
-    let req = match rsip::Request::try_from(bytes) {
-        Ok(r) => r,
-        Err(_) => return Err(salvage(bytes, "Malformed message")),
+    let Ok(req) = rsip::Request::try_from(bytes) else {
+        return Err(salvage(bytes, "Malformed message"));
     };
     let method_name = req.method.to_string();
     let method = match req.method {

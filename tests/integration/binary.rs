@@ -1,0 +1,127 @@
+//! Smoke test of the real binary: `check-config`, `token issue`, and `serve` on free ports
+//! answering a REGISTER with that token over TLS on the OAuth port.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sip_oauth_registrar::config::LAB_CONFIG;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sip-oauth-registrar");
+
+/// Free ports: bind, note, release. A small race with other processes, acceptable here.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| {
+            let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let p = t.local_addr().unwrap().port();
+            let u = std::net::UdpSocket::bind(("127.0.0.1", p));
+            (t, u, p)
+        })
+        .collect();
+    held.into_iter()
+        .filter(|(_, u, _)| u.is_ok())
+        .map(|(_, _, p)| p)
+        .collect()
+}
+
+#[tokio::test]
+async fn check_config_token_issue_and_serve() {
+    let state = tempfile::tempdir().unwrap();
+    let ports = free_ports(8);
+    assert!(ports.len() >= 4, "free ports");
+    // One node is enough here; the second lab node keeps its ports out of the way by removal.
+    let one_node = LAB_CONFIG.split("[[nodes]]").collect::<Vec<_>>();
+    let node1 = one_node[1]
+        .replace("sip_port = 5060", &format!("sip_port = {}", ports[0]))
+        .replace(
+            "sip_secure_port = 5061",
+            &format!("sip_secure_port = {}", ports[1]),
+        )
+        .replace(
+            "sip_oauth_port = 5090",
+            &format!("sip_oauth_port = {}", ports[2]),
+        )
+        .replace(
+            "sip_mra_oauth_port = 5091",
+            &format!("sip_mra_oauth_port = {}", ports[3]),
+        );
+    let rest = one_node[2].split_once("[[profiles]]").unwrap().1;
+    let config = format!("{}[[nodes]]{node1}[[profiles]]{rest}", one_node[0]);
+    let path = state.path().join("cluster.toml");
+    std::fs::write(&path, config).unwrap();
+
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration ok"));
+
+    let out = run(&["token", "issue", "--user", "alice", "--device", "CSFrado"]);
+    assert!(!out.status.success(), "alice does not own CSFrado");
+    let out = run(&["token", "issue", "--user", "rado", "--device", "CSFrado"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a compact JWS");
+
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(child_take(&mut child));
+
+    let oauth: std::net::SocketAddr = format!("127.0.0.1:{}", ports[2]).parse().unwrap();
+    let ca = std::fs::read_to_string(state.path().join("certs/lab-ca.pem")).unwrap();
+    let mut tls = None;
+    for _ in 0..100 {
+        if let Ok(t) = tls_connect(oauth, &ca, None).await {
+            tls = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = Client::Tls(
+        Box::new(tls.expect("serve listens on the OAuth port")),
+        Vec::new(),
+    );
+    let reg = Register::jabber("CSFrado", "1010");
+    assert_eq!(c.register(&reg).await.status, 407);
+    let r = c.register(&reg.next().bearer(&token)).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(r.header("Contact").unwrap().ends_with(";x-cisco-newreg"));
+}
+
+fn child_take(c: &mut std::process::Child) -> std::process::Child {
+    // Move the child out so the guard owns it; the placeholder is never used.
+    std::mem::replace(c, Command::new("true").spawn().unwrap())
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real server in-process on ephemeral ports, real TLS (certificates
+//! made at test time), real sockets. One binary, a module per feature.
+
+// Harness items are `pub` for the sibling test modules; nothing is exported from a test binary.
+#![allow(unreachable_pub)]
+
+mod harness;
+
+mod binary;
+mod errors;
+mod mtls;
+mod port_rules;
+mod register;
+mod streams;

@@ -210,9 +210,16 @@ impl ClientCertVerifier for ExpresswayVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // UCM answers every untrusted Expressway-C certificate with `unknown_ca` (spec §3);
+        // webpki's finer reasons (a self-signed CA used as a leaf, an expired chain...) would
+        // make rustls send other alerts, so they are logged and folded into that one.
         let verified = self
             .webpki
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|error| {
+                tracing::debug!(%error, "client certificate does not chain to tomcat-trust");
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            })?;
         let names = certificate_names(end_entity);
         let table = self.expressway.load();
         let listed = table

@@ -70,6 +70,15 @@ async fn unknown_ca_is_refused_with_unknown_ca_alert() {
         server_alert(&s, Some(&cert)).await,
         Err(Some(AlertDescription::UnknownCA))
     );
+    // A self-signed certificate (a CA used as a leaf), as `openssl req -x509` makes.
+    let self_signed = CertAndKey {
+        cert_pem: stranger.cert_pem().to_owned(),
+        key_pem: stranger.key_pem().to_owned(),
+    };
+    assert_eq!(
+        server_alert(&s, Some(&self_signed)).await,
+        Err(Some(AlertDescription::UnknownCA))
+    );
 }
 
 #[tokio::test]

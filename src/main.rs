@@ -272,7 +272,7 @@ fn issue_token(
         &prepared.signing_key_pem,
         token_options(&settings),
     )?;
-    let ttl = ttl.unwrap_or(u64::from(c.params.access_token_expiry_minutes) * 60);
+    let ttl = ttl.unwrap_or_else(|| u64::from(c.params.access_token_expiry_minutes) * 60);
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let issued = tokens.issue(user, &client_id(device), ttl, now)?;
     eprintln!(

@@ -370,16 +370,14 @@ fn convert_nodes(raw: &[raw::Node], problems: &mut Problems) -> Vec<Node> {
                 "must be a non-empty name without spaces, quotes or commas",
             );
         }
-        let address: IpAddr = match n.address.parse() {
-            Ok(a) => a,
-            Err(_) => {
-                problems.push(
-                    format!("{key}.address"),
-                    format!("{:?} is not an IP address", n.address),
-                );
-                continue;
-            }
-        };
+        // A placeholder keeps the node's other checks running: every problem is reported.
+        let address: IpAddr = n.address.parse().unwrap_or_else(|_| {
+            problems.push(
+                format!("{key}.address"),
+                format!("{:?} is not an IP address", n.address),
+            );
+            IpAddr::from([0, 0, 0, 0])
+        });
         for (field, port) in [
             ("sip_oauth_port", n.sip_oauth_port),
             ("sip_mra_oauth_port", n.sip_mra_oauth_port),
@@ -411,7 +409,7 @@ fn convert_nodes(raw: &[raw::Node], problems: &mut Problems) -> Vec<Node> {
                 format!("duplicate node name {:?}", n.name),
             );
         }
-        if out.iter().any(|o| o.address == address) {
+        if !address.is_unspecified() && out.iter().any(|o| o.address == address) {
             problems.push(
                 format!("{key}.address"),
                 format!("duplicate node address {address}"),
@@ -545,16 +543,19 @@ fn convert_devices(
                 format!("duplicate device {:?}", d.name),
             );
         }
-        let Some(profile) = profiles.iter().position(|p| *p.name == *d.profile) else {
+        let profile = profiles.iter().position(|p| *p.name == *d.profile);
+        if profile.is_none() {
             problems.push(
                 format!("{key}.profile"),
                 format!("no profile named {:?}", d.profile),
             );
-            continue;
-        };
+        }
         let product_type = ProductType::from_name(&d.product_type);
-        let profile_type = &profiles[profile].product_type;
-        if *profile_type != product_type && *profile_type != ProductType::UniversalDeviceTemplate {
+        let profile_type = profile.map(|p| &profiles[p].product_type);
+        if let Some(profile_type) = profile_type
+            && *profile_type != product_type
+            && *profile_type != ProductType::UniversalDeviceTemplate
+        {
             problems.push(
                 format!("{key}.profile"),
                 format!(
@@ -584,12 +585,17 @@ fn convert_devices(
                     "must be a directory number (digits, letters, + * # - _ .)",
                 );
             }
-            if uuid::Uuid::parse_str(&l.contact).is_err() {
-                problems.push(
-                    format!("{lkey}.contact"),
-                    "must be a UUID (the line's Contact user part)",
-                );
-            }
+            // Stored hyphenated and lower-case, as Jabber writes it in the Contact user part.
+            let contact = match uuid::Uuid::parse_str(&l.contact) {
+                Ok(u) => u.hyphenated().to_string(),
+                Err(_) => {
+                    problems.push(
+                        format!("{lkey}.contact"),
+                        "must be a UUID (the line's Contact user part)",
+                    );
+                    String::new()
+                }
+            };
             if lines.iter().any(|o: &Line| *o.dn == *l.dn) {
                 problems.push(
                     format!("{lkey}.dn"),
@@ -599,14 +605,15 @@ fn convert_devices(
             lines.push(Line {
                 dn: l.dn.as_str().into(),
                 display_name: l.display_name.clone(),
-                contact: l.contact.clone(),
+                contact,
             });
         }
         out.push(Device {
             name: d.name.as_str().into(),
             product_type,
             owner: d.owner.as_str().into(),
-            profile,
+            // Only read when the whole configuration is valid, so the profile exists.
+            profile: profile.unwrap_or(0),
             lines,
         });
     }

@@ -66,6 +66,19 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     if bytes.starts_with(b"SIP/") {
         return Err(ParseError::NotARequest);
     }
+    let head_len = memchr::memmem::find(bytes, b"\r\n\r\n").map_or(bytes.len(), |i| i + 2);
+    // A lone CR or LF inside a header would be echoed into our response as a line break of
+    // its own (header injection): such a message is dropped.
+    if has_bare_line_break(&bytes[..head_len]) {
+        return Err(ParseError::NotARequest);
+    }
+    let unfolded;
+    let bytes = if has_folding(&bytes[..head_len]) {
+        unfolded = unfold(bytes, head_len);
+        &unfolded[..]
+    } else {
+        bytes
+    };
     let Ok(req) = rsip::Request::try_from(bytes) else {
         return Err(salvage(bytes, "Malformed message"));
     };
@@ -201,9 +214,9 @@ fn bad(echo: Echo, reason: &'static str) -> ParseError {
 /// learns why instead of timing out. Without a request line and a Via nothing is answered.
 fn salvage(bytes: &[u8], reason: &'static str) -> ParseError {
     let head_end = memchr::memmem::find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
-    let Ok(head) = std::str::from_utf8(&bytes[..head_end]) else {
-        return ParseError::NotARequest;
-    };
+    // rsip refuses non-UTF-8 values (e.g. a Latin-1 display name); the lines a 400 echoes
+    // are ASCII in practice, so a lossy view still answers the client.
+    let head = String::from_utf8_lossy(&bytes[..head_end]);
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     if !request_line.ends_with(" SIP/2.0") || request_line.split(' ').count() != 3 {
@@ -238,6 +251,39 @@ fn salvage(bytes: &[u8], reason: &'static str) -> ParseError {
         echo: Box::new(echo),
         reason,
     }
+}
+
+fn has_bare_line_break(head: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', head).any(|i| match head[i] {
+        b'\r' => head.get(i + 1) != Some(&b'\n'),
+        _ => i == 0 || head[i - 1] != b'\r',
+    })
+}
+
+/// RFC 3261 §7.3.1 folding: a line starting with SP or HT continues the previous header.
+fn has_folding(head: &[u8]) -> bool {
+    memchr::memmem::find(head, b"\r\n ").is_some()
+        || memchr::memmem::find(head, b"\r\n\t").is_some()
+}
+
+/// Replaces each CRLF + whitespace run in the header section by one SP (rare: copies).
+fn unfold(bytes: &[u8], head_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < head_len {
+        if bytes[i..].starts_with(b"\r\n") && matches!(bytes.get(i + 2), Some(b' ' | b'\t')) {
+            i += 2;
+            while matches!(bytes.get(i), Some(b' ' | b'\t')) {
+                i += 1;
+            }
+            out.push(b' ');
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&bytes[head_len..]);
+    out
 }
 
 #[cfg(test)]

@@ -122,8 +122,17 @@ fn state_dir(explicit: Option<PathBuf>) -> PathBuf {
 }
 
 fn serve(config: Option<&Path>, state: Option<PathBuf>, log: &str) -> anyhow::Result<()> {
+    // rustls warns on every client that sends an IP address as SNI (stunnel does): noise
+    // at `info` under load, so its records start at `error` unless the filter names it.
+    let filter = if log.contains("rustls") {
+        log.to_owned()
+    } else {
+        format!("{log},rustls=error")
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(log).context("--log")?)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).context("--log")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let settings = load(config)?;
     let state = state_dir(state);

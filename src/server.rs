@@ -56,13 +56,13 @@ pub struct PreparedState {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("lab PKI: {0}")]
+    #[error("lab PKI")]
     Pki(#[from] pki::PkiError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("tokens.signing_key: {0}")]
+    #[error("tokens.signing_key")]
     Key(#[from] crate::auth::KeyError),
-    #[error("cannot bind {kind} {transport} listener of node {node} on {addr}: {source}")]
+    #[error("cannot bind {kind} {transport} listener of node {node} on {addr}")]
     Bind {
         node: Arc<str>,
         kind: &'static str,

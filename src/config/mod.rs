@@ -39,6 +39,9 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_connections_per_listener: usize,
     pub tls_handshake_timeout: Duration,
+    /// From the first byte of a message to its last; stops slow-loris senders holding a
+    /// connection with a byte now and then.
+    pub message_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_bindings: usize,
 }
@@ -67,13 +70,13 @@ pub struct TokenSettings {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     /// Syntax errors, unknown keys and wrong types; toml's message names the key and line.
-    #[error("{0}")]
+    #[error(transparent)]
     Toml(#[from] toml::de::Error),
     #[error("{}", format_problems(.0))]
     Invalid(Vec<Problem>),
@@ -245,6 +248,13 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
     );
     range(
         &mut problems,
+        "limits.message_timeout_ms",
+        l.message_timeout_ms,
+        100,
+        600_000,
+    );
+    range(
+        &mut problems,
         "limits.idle_timeout_secs",
         l.idle_timeout_secs,
         1,
@@ -318,6 +328,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
             max_headers: l.max_headers,
             max_connections_per_listener: l.max_connections_per_listener,
             tls_handshake_timeout: Duration::from_millis(l.tls_handshake_timeout_ms),
+            message_timeout: Duration::from_millis(l.message_timeout_ms),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             max_bindings: l.max_bindings,
         },

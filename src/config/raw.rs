@@ -60,6 +60,7 @@ pub(super) struct Limits {
     pub(super) max_headers: usize,
     pub(super) max_connections_per_listener: usize,
     pub(super) tls_handshake_timeout_ms: u64,
+    pub(super) message_timeout_ms: u64,
     pub(super) idle_timeout_secs: u64,
     pub(super) max_bindings: usize,
 }
@@ -71,6 +72,7 @@ impl Default for Limits {
             max_headers: 64,
             max_connections_per_listener: 10_000,
             tls_handshake_timeout_ms: 5_000,
+            message_timeout_ms: 10_000,
             idle_timeout_secs: 300,
             max_bindings: 200_000,
         }

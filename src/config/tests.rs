@@ -309,6 +309,7 @@ fn lab_limits_tls_and_tokens() {
             max_headers: 64,
             max_connections_per_listener: 10_000,
             tls_handshake_timeout: Duration::from_millis(5000),
+            message_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_secs(300),
             max_bindings: 200_000,
         }

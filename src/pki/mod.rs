@@ -32,10 +32,10 @@ const LEAF_VALIDITY_DAYS: u32 = 730;
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     /// rcgen refused to generate a key or certificate (e.g. a name that is not IA5 text).
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Rcgen(#[from] rcgen::Error),
     /// Reading, writing or renaming a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory involved.
         path: PathBuf,

@@ -192,9 +192,6 @@ impl Registrar {
             Contacts::One(c) => Some(c),
         };
         let requested = requested_expires(req, entry).map_err(|r| self.bad_request(peer, r))?;
-        if matches!(contacts, Contacts::Star) && requested != 0 {
-            return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
-        }
         if requested == 0 {
             return self
                 .store
@@ -202,6 +199,10 @@ impl Registrar {
                 .map(|_| Outcome::new(Reply::new(200, "OK"), "unregistered").device(device))
                 .map_err(|e| self.store_error(e, peer, device));
         }
+        // Past here the request registers, so it names exactly one contact.
+        let Some(contact) = entry else {
+            return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
+        };
         let min = self.cluster.params.min_expires_secs;
         if requested < min {
             let reply =
@@ -215,14 +216,11 @@ impl Registrar {
             .store
             .register(
                 device,
-                update(entry, Duration::from_secs(granted.into())),
+                update(Some(contact), Duration::from_secs(granted.into())),
                 now,
             )
             .map_err(|e| self.store_error(e, peer, device))?;
 
-        let Some(contact) = entry else {
-            return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
-        };
         let newreg = matches!(
             registered,
             Registered::New {
@@ -240,7 +238,11 @@ impl Registrar {
             .header("Expires", granted.to_string())
             .header(
                 "Contact",
-                format!("{}{}", contact.raw, if newreg { NEWREG } else { "" }),
+                format!(
+                    "{}{}",
+                    echo_contact(contact),
+                    if newreg { NEWREG } else { "" }
+                ),
             )
             .header("Supported", supported);
         if req.has_remotecc() {
@@ -355,11 +357,11 @@ impl Registrar {
             .cluster
             .user(&identity.user)
             .ok_or_else(|| forbidden("unknown_user", "Token user is not the device owner"))?;
-        if !user.active {
-            return Err(forbidden("inactive_user", "User is not active"));
-        }
         if *self.cluster.device(device).owner != *identity.user {
             return Err(forbidden("not_owner", "Token user is not the device owner"));
+        }
+        if !user.active {
+            return Err(forbidden("inactive_user", "User is not active"));
         }
         Ok(identity.user)
     }
@@ -440,14 +442,37 @@ fn requested_expires(req: &Request, contact: Option<&NameAddr<'_>>) -> Result<u3
 /// Jabber takes a device over from another client with `cisco-alarm:111` in Reason and a real
 /// `+sip.instance` (spec §4).
 fn is_forced(req: &Request, contact: Option<&NameAddr<'_>>) -> bool {
-    let alarm = req
-        .reason
-        .as_deref()
-        .is_some_and(|r| r.contains("cisco-alarm:111"));
+    let alarm = req.reason.as_deref().is_some_and(|r| {
+        r.match_indices("cisco-alarm:111")
+            .any(|(i, m)| !r[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    });
     let instance = contact
         .and_then(|c| c.param("+sip.instance").flatten())
         .is_some_and(|i| !i.is_empty());
     alarm && instance
+}
+
+/// The Contact as the client sent it, minus any `expires` header parameter: the 200's
+/// `Expires` is what was granted, and RFC 3261 §10.2.4 gives a Contact `expires` precedence.
+fn echo_contact<'a>(contact: &NameAddr<'a>) -> std::borrow::Cow<'a, str> {
+    let raw = contact.raw;
+    // `uri` is a slice of `raw` (the grammar is zero-copy): header parameters follow it.
+    let Some(uri_end) = (contact.uri.as_ptr() as usize)
+        .checked_sub(raw.as_ptr() as usize)
+        .map(|offset| offset + contact.uri.len())
+        .filter(|&end| raw.is_char_boundary(end))
+    else {
+        return raw.into();
+    };
+    let params = &raw[uri_end..];
+    let lower = params.to_ascii_lowercase();
+    let Some(start) = lower.find(";expires=").or_else(|| lower.find("; expires=")) else {
+        return raw.into();
+    };
+    let end = params[start + 1..]
+        .find(';')
+        .map_or(params.len(), |i| start + 1 + i);
+    format!("{}{}{}", &raw[..uri_end], &params[..start], &params[end..]).into()
 }
 
 fn unix_now() -> u64 {

@@ -94,10 +94,15 @@ impl TlsConfigs {
         let webpki = WebPkiClientVerifier::builder(Arc::new(tomcat_trust))
             .build()
             .map_err(verifier_error("tomcat_trust"))?;
-        let mra = ServerConfig::builder()
+        let mut mra = ServerConfig::builder()
             .with_client_cert_verifier(Arc::new(ExpresswayVerifier { webpki, expressway }))
             .with_single_cert(tomcat_chain, tomcat_key)
             .map_err(invalid("tomcat_key"))?;
+
+        // A resumed session skips client certificate verification; without resumption every
+        // connection meets the current Expressway-C table.
+        mra.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        mra.send_tls13_tickets = 0;
 
         let optional = WebPkiClientVerifier::builder(Arc::new(cm_trust))
             .allow_unauthenticated()

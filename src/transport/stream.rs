@@ -137,6 +137,7 @@ async fn serve_connection<S>(
         max_headers: limits.max_headers,
     });
     let mut buf = BytesMut::with_capacity(4096);
+    let mut started: Option<tokio::time::Instant> = None;
     let result: Result<(), Closed> = async {
         loop {
             // Answer every complete frame already buffered before reading again.
@@ -149,12 +150,23 @@ async fn serve_connection<S>(
                     write(&mut stream, &reply, limits.idle_timeout).await?;
                 }
             }
+            // Between messages the idle timeout applies; once a message has begun, it must
+            // complete by its deadline however the sender trickles it.
+            let now = tokio::time::Instant::now();
+            let deadline = if buf.is_empty() {
+                started = None;
+                now + limits.idle_timeout
+            } else {
+                let begun = *started.get_or_insert(now);
+                (begun + limits.message_timeout).min(now + limits.idle_timeout)
+            };
             let read = tokio::select! {
                 () = cancel.cancelled() => return Err(Closed::Shutdown),
-                r = tokio::time::timeout(limits.idle_timeout, stream.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
             };
             match read {
-                Err(_) => return Err(Closed::Idle),
+                Err(_) if buf.is_empty() => return Err(Closed::Idle),
+                Err(_) => return Err(Closed::SlowMessage),
                 Ok(Err(e)) => return Err(Closed::Io(e)),
                 Ok(Ok(0)) => {
                     // Complete frames were taken above; this only reports a cut-off message.
@@ -198,6 +210,8 @@ enum Closed {
     Shutdown,
     #[error("idle timeout")]
     Idle,
+    #[error("message not completed within the message timeout")]
+    SlowMessage,
     #[error("i/o error: {0}")]
     Io(io::Error),
     #[error("framing error: {0}")]

@@ -371,3 +371,51 @@ async fn bindings_expire_after_the_keepalive_interval() {
     assert_eq!(r.status, 200);
     assert!(!r.header("Contact").unwrap().ends_with(";x-cisco-newreg"));
 }
+
+#[tokio::test]
+async fn contact_expires_parameter_is_not_echoed_against_the_granted_expires() {
+    let s = TestServer::lab().await;
+    let mut c = oauth_client(&s).await;
+    let mut reg = Register::jabber("CSFrado", "1010").bearer(&s.token("rado"));
+    reg.contact = Some(
+        "<sip:a8ae9f92-4b07-a0d7-d701-29320aed1e2e@10.10.10.10:62162;transport=tls>;expires=3600;\
+         +sip.instance=\"<urn:uuid:00000000-0000-0000-0000-882323451234>\";\
+         +u.sip!devicename.ccm.cisco.com=\"CSFrado\""
+            .into(),
+    );
+    reg.expires = None;
+    let r = c.register(&reg).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.header("Expires"), Some("120"));
+    assert_eq!(
+        r.header("Contact"),
+        Some(
+            "<sip:a8ae9f92-4b07-a0d7-d701-29320aed1e2e@10.10.10.10:62162;transport=tls>;\
+             +sip.instance=\"<urn:uuid:00000000-0000-0000-0000-882323451234>\";\
+             +u.sip!devicename.ccm.cisco.com=\"CSFrado\";x-cisco-newreg"
+        )
+    );
+}
+
+#[tokio::test]
+async fn only_cisco_alarm_111_forces_a_takeover() {
+    let s = TestServer::lab().await;
+    let token = s.token("rado");
+    let mut a = oauth_client(&s).await;
+    assert_eq!(
+        a.register(&Register::jabber("CSFrado", "1010").bearer(&token))
+            .await
+            .status,
+        200
+    );
+    let mut other = Register::jabber("CSFrado", "1010");
+    other.instance = Some("<urn:uuid:00000000-0000-0000-0000-000000000002>".into());
+    let r = a
+        .register(
+            &other
+                .bearer(&token)
+                .header("Reason: SIP;cause=200;text=\"cisco-alarm:1110\""),
+        )
+        .await;
+    assert_eq!(r.status, 403, "cisco-alarm:1110 is another alarm");
+}

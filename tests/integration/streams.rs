@@ -193,3 +193,41 @@ async fn graceful_shutdown_frees_every_port() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_message_trickled_byte_by_byte_is_cut_off_at_the_message_timeout() {
+    let s = TestServer::start(&lab_with(&[
+        ("message_timeout_ms = 10000", "message_timeout_ms = 500"),
+        (
+            "keepalive_interval_secs = 120",
+            "keepalive_interval_secs = 1",
+        ),
+        ("min_expires_secs = 60", "min_expires_secs = 1"),
+        ("idle_timeout_secs = 300", "idle_timeout_secs = 2"),
+    ]))
+    .await;
+    let mut tcp = TcpStream::connect(s.addr(0, Sip, Tcp)).await.unwrap();
+    let msg = options();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // One byte every 100 ms never trips the 2 s idle timeout; the 500 ms message deadline does.
+    for b in msg.iter().take(30) {
+        if tcp.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), tcp.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "connection closed before the message completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "by the message deadline, not the idle one"
+    );
+}

@@ -8,6 +8,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -512,6 +513,8 @@ fn convert_profiles(raw: &[raw::Profile], problems: &mut Problems) -> Vec<Profil
 
 fn convert_users(raw: &[raw::User], problems: &mut Problems) -> Vec<User> {
     let mut out: Vec<User> = Vec::with_capacity(raw.len());
+    // Sets, not scans: lab clusters for load tests have 100k+ users and devices.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(raw.len());
     for (i, u) in raw.iter().enumerate() {
         if !is_name_safe(&u.id) {
             problems.push(
@@ -519,7 +522,7 @@ fn convert_users(raw: &[raw::User], problems: &mut Problems) -> Vec<User> {
                 "must be a non-empty id without quotes, commas or angle brackets",
             );
         }
-        if out.iter().any(|o| *o.id == *u.id) {
+        if !seen.insert(&u.id) {
             problems.push(
                 format!("users[{i}].id"),
                 format!("duplicate user {:?}", u.id),
@@ -540,6 +543,13 @@ fn convert_devices(
     problems: &mut Problems,
 ) -> Vec<Device> {
     let mut out: Vec<Device> = Vec::with_capacity(raw.len());
+    let user_ids: HashSet<&str> = users.iter().map(|u| &*u.id).collect();
+    // The first profile of a name wins, as a scan would find it (duplicates are reported).
+    let mut profile_index: HashMap<&str, usize> = HashMap::with_capacity(profiles.len());
+    for (i, p) in profiles.iter().enumerate() {
+        profile_index.entry(&p.name).or_insert(i);
+    }
+    let mut seen: HashSet<String> = HashSet::with_capacity(raw.len());
     for (i, d) in raw.iter().enumerate() {
         let key = format!("devices[{i}]");
         if !is_name_safe(&d.name) || d.name.contains(' ') {
@@ -548,13 +558,13 @@ fn convert_devices(
                 "must be a non-empty name without spaces, quotes or commas",
             );
         }
-        if out.iter().any(|o| o.name.eq_ignore_ascii_case(&d.name)) {
+        if !seen.insert(d.name.to_ascii_lowercase()) {
             problems.push(
                 format!("{key}.name"),
                 format!("duplicate device {:?}", d.name),
             );
         }
-        let profile = profiles.iter().position(|p| *p.name == *d.profile);
+        let profile = profile_index.get(d.profile.as_str()).copied();
         if profile.is_none() {
             problems.push(
                 format!("{key}.profile"),
@@ -576,7 +586,7 @@ fn convert_devices(
                 ),
             );
         }
-        if !users.iter().any(|u| *u.id == *d.owner) {
+        if !user_ids.contains(d.owner.as_str()) {
             problems.push(format!("{key}.owner"), format!("no user {:?}", d.owner));
         }
         if d.lines.is_empty() {

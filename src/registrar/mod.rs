@@ -128,6 +128,19 @@ impl Registrar {
                     Reply::new(400, "Bad Request").header("Warning", self.warning(peer, reason));
                 (*echo, Outcome::new(reply, "bad_request"))
             }
+            Err(ParseError::Refused {
+                echo,
+                status,
+                phrase,
+                reason,
+            }) => {
+                let mut reply =
+                    Reply::new(status, phrase).header("Warning", self.warning(peer, reason));
+                if status == 501 {
+                    reply = reply.header("Allow", ALLOW);
+                }
+                (*echo, Outcome::new(reply, "refused"))
+            }
         };
         tracing::debug!(
             %peer.addr,
@@ -185,6 +198,7 @@ impl Registrar {
                 user: user.clone(),
             },
             force: is_forced(req, contact),
+            wildcard: contact.is_none(),
         };
 
         let entry = match &contacts {

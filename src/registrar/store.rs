@@ -44,6 +44,8 @@ pub struct Update {
     /// The client asked to take the device over from another client (Jabber's
     /// `Reason: ...cisco-alarm:111...` with a real `+sip.instance`).
     pub force: bool,
+    /// A `Contact: *` removal: it carries no instance, so its Call-ID identifies the client.
+    pub wildcard: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +61,8 @@ pub enum StoreError {
     /// UCM: `403` `Warning: 399 <node> "Registration is active for another client"`.
     #[error("registration is active for another client")]
     ActiveForAnotherClient,
-    /// RFC 3261 §10.3 step 7: same Call-ID, CSeq not higher than the binding's.
+    /// RFC 3261 §10.3 step 7: same Call-ID, CSeq lower than the binding's (an equal CSeq is
+    /// a retransmission and is answered again).
     #[error("CSeq {got} is lower than the binding's {current}")]
     OutOfOrder { current: u32, got: u32 },
     #[error("the registrar holds its maximum of {limit} bindings")]
@@ -113,19 +116,16 @@ impl Store {
     ) -> Result<Registered, StoreError> {
         let mut state = self.lock();
         let idx = device.0 as usize;
-        let current = state.live(idx, now).cloned();
-        let outcome = match current {
-            Some(cur) => {
-                check_owner(&cur, &update)?;
-                let first_since_start = false;
-                if same_client(&cur, &update.binding) {
-                    Registered::Refreshed
-                } else {
-                    Registered::New { first_since_start }
-                }
-            }
+        let outcome = match state.live(idx, now) {
+            Some(cur) => match relate(cur, &update)? {
+                Relation::SameClient => Registered::Refreshed,
+                Relation::TakenOver => Registered::New {
+                    first_since_start: false,
+                },
+            },
             None => {
-                if state.count >= self.shared.max_bindings {
+                // An expired binding the purge task has not reached yet is replaced, not added.
+                if state.slots[idx].is_none() && state.count >= self.shared.max_bindings {
                     return Err(StoreError::Full {
                         limit: self.shared.max_bindings,
                     });
@@ -156,10 +156,10 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
         let idx = device.0 as usize;
-        let Some(cur) = state.live(idx, now).cloned() else {
-            return Ok(false);
+        match state.live(idx, now) {
+            None => return Ok(false),
+            Some(cur) => relate(cur, update)?,
         };
-        check_owner(&cur, update)?;
         state.remove(idx, device);
         Ok(true)
     }
@@ -254,20 +254,27 @@ impl State {
     }
 }
 
-/// Same client: the same `+sip.instance`, or else the same Call-ID (RFC 3261 §10.2.4: a UA
-/// keeps its Call-ID across refreshes; a `Contact: *` removal carries no instance).
-fn same_client(cur: &Binding, new: &Binding) -> bool {
-    match (&cur.instance, &new.instance) {
-        (Some(a), Some(b)) => a == b,
-        _ => cur.call_id == new.call_id,
-    }
+/// How a request relates to the device's live binding.
+enum Relation {
+    SameClient,
+    /// Another client, forcing the takeover.
+    TakenOver,
 }
 
-fn check_owner(cur: &Binding, update: &Update) -> Result<(), StoreError> {
+/// Same client: the same `+sip.instance`; a binding without one is matched by Call-ID
+/// (RFC 3261 §10.2.4: a UA keeps its Call-ID across refreshes). A client that registered
+/// with an instance must keep naming it, except in a `Contact: *` removal, which has none:
+/// otherwise anyone knowing the Call-ID could take the binding over by leaving it out.
+fn relate(cur: &Binding, update: &Update) -> Result<Relation, StoreError> {
     let new = &update.binding;
-    if !same_client(cur, new) {
+    let same = match (&cur.instance, &new.instance) {
+        (Some(a), Some(b)) => a == b,
+        (Some(_), None) => update.wildcard && cur.call_id == new.call_id,
+        (None, _) => cur.call_id == new.call_id,
+    };
+    if !same {
         return if update.force {
-            Ok(())
+            Ok(Relation::TakenOver)
         } else {
             Err(StoreError::ActiveForAnotherClient)
         };
@@ -278,7 +285,7 @@ fn check_owner(cur: &Binding, update: &Update) -> Result<(), StoreError> {
             got: new.cseq,
         });
     }
-    Ok(())
+    Ok(Relation::SameClient)
 }
 
 #[cfg(test)]
@@ -304,7 +311,11 @@ mod tests {
     }
 
     fn update(b: Binding, force: bool) -> Update {
-        Update { binding: b, force }
+        Update {
+            binding: b,
+            force,
+            wildcard: false,
+        }
     }
 
     const D: DeviceId = DeviceId(1);
@@ -454,5 +465,55 @@ mod tests {
         );
         assert!(store.list(now).is_empty());
         assert_eq!(store.unregister(D, &update(b, false), now), Ok(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leaving_out_the_instance_does_not_take_a_binding_over() {
+        let store = Store::new(3, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(120);
+        store
+            .register(D, update(binding(Some("i1"), "c1", 1, exp), false), now)
+            .unwrap();
+        assert_eq!(
+            store.register(D, update(binding(None, "c1", 2, exp), false), now),
+            Err(StoreError::ActiveForAnotherClient)
+        );
+        let star = Update {
+            binding: binding(None, "c1", 3, now),
+            force: false,
+            wildcard: true,
+        };
+        assert_eq!(store.unregister(D, &star, now), Ok(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_binding_not_yet_purged_does_not_count_toward_full() {
+        let store = Store::new(3, 1);
+        let now = Instant::now();
+        store
+            .register(
+                D,
+                update(binding(None, "c1", 1, now + Duration::from_secs(1)), false),
+                now,
+            )
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let now = Instant::now();
+        let r = store.register(
+            D,
+            update(
+                binding(None, "c2", 1, now + Duration::from_secs(120)),
+                false,
+            ),
+            now,
+        );
+        assert_eq!(
+            r,
+            Ok(Registered::New {
+                first_since_start: false
+            })
+        );
+        assert_eq!(store.len(), 1);
     }
 }

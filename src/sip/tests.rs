@@ -672,10 +672,7 @@ fn garbage_is_not_a_request() {
             "LF line endings",
             b"REGISTER sip:10.10.10.1 SIP/2.0\nVia: SIP/2.0/UDP h\n\n",
         ),
-        (
-            "wrong SIP version",
-            b"REGISTER sip:10.10.10.1 SIP/3.0\r\nVia: SIP/2.0/UDP h\r\n\r\n",
-        ),
+        // (A wrong SIP version with a Via is answered 505: see request_line_refusals_...)
         ("70 kB of A", &big),
     ];
     for (name, bytes) in cases {
@@ -699,7 +696,9 @@ fn check_invariants(bytes: &[u8]) {
                 String::from_utf8_lossy(bytes)
             );
         }
-        Err(ParseError::BadRequest { echo, .. }) => assert!(!echo.vias.is_empty()),
+        Err(ParseError::BadRequest { echo, .. } | ParseError::Refused { echo, .. }) => {
+            assert!(!echo.vias.is_empty())
+        }
         Err(ParseError::NotARequest) => {}
     }
 }
@@ -833,7 +832,7 @@ fn non_utf8_header_value_still_gets_an_answer() {
     match parse(&bytes) {
         Err(ParseError::BadRequest { echo, .. }) => assert_eq!(echo.vias, [VIA_1]),
         Ok(req) => assert_eq!(req.echo.vias, [VIA_1]),
-        Err(ParseError::NotARequest) => panic!("dropped without an answer"),
+        Err(e) => panic!("not answered with 400: {e:?}"),
     }
 }
 
@@ -871,8 +870,7 @@ fn bare_lf_in_an_echoed_header_is_not_reflected() {
             );
         }
         // Refusing the request is fine too.
-        Err(ParseError::BadRequest { .. }) => {}
-        Err(ParseError::NotARequest) => {}
+        Err(_) => {}
     }
 }
 
@@ -1182,5 +1180,31 @@ fn new_tags_are_decimal_numbers_of_seven_digits_or_more() {
         let tag = new_tag();
         assert!(tag >= 1_000_000, "{tag}");
         assert!(to_line(TO, tag).ends_with(&format!(";tag={tag}")));
+    }
+}
+
+#[test]
+fn request_line_refusals_are_answered_with_their_status() {
+    let msg = |line: &str| {
+        format!(
+            "{line}\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+             To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 FOO\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let long = format!("REGISTER sip:{} SIP/2.0", "a;x".repeat(2000));
+    for (line, status) in [
+        (long.as_str(), 414),
+        ("REGISTER sip:10.0.0.1 SIP/3.0", 505),
+        ("FOO sip:10.0.0.1 SIP/2.0", 501),
+    ] {
+        match super::parse(msg(line).as_bytes()) {
+            Err(ParseError::Refused {
+                status: got, echo, ..
+            }) => {
+                assert_eq!(got, status, "{}", &line[..20]);
+                assert_eq!(echo.vias, ["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1"]);
+            }
+            other => panic!("{}: {other:?}", &line[..20]),
+        }
     }
 }

@@ -230,6 +230,10 @@ impl Server {
             max_headers: settings.limits.max_headers,
         };
         tasks.spawn(store.purge_task(cancel.child_token()));
+        let process_permits = Arc::new(tokio::sync::Semaphore::new(connection_budget(
+            settings.limits.max_connections,
+            listeners.len(),
+        )));
         for (socket, node) in udp {
             tasks.spawn(transport::serve_udp(
                 socket,
@@ -246,6 +250,7 @@ impl Server {
                 settings.limits,
                 cancel.child_token(),
                 tasks.clone(),
+                process_permits.clone(),
             ));
         }
         Ok((
@@ -293,6 +298,32 @@ impl Server {
         tokio::time::timeout(deadline, self.tasks.wait())
             .await
             .is_ok()
+    }
+}
+
+/// File descriptors kept free of connections: listeners, the state files, logs, and slack.
+const FD_RESERVE: u64 = 64;
+
+/// Raises the soft open-file limit to fit `wanted` connections; when the hard limit is lower,
+/// serves fewer, so accept never fails with EMFILE (which would refuse clients on every
+/// listener, not just the busy one).
+fn connection_budget(wanted: usize, listeners: usize) -> usize {
+    let reserve = FD_RESERVE + listeners as u64;
+    let want = wanted as u64 + reserve;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got >= want => wanted,
+        Ok(got) => {
+            let fit = got.saturating_sub(reserve).max(1) as usize;
+            tracing::warn!(
+                wanted,
+                open_file_limit = got,
+                serving = fit,
+                "the open-file limit is below limits.max_connections; serving fewer connections"
+            );
+            fit
+        }
+        // Not a platform with rlimits: trust the configuration.
+        Err(_) => wanted,
     }
 }
 

@@ -308,6 +308,7 @@ fn lab_limits_tls_and_tokens() {
             max_message_bytes: 65536,
             max_headers: 64,
             max_connections_per_listener: 10_000,
+            max_connections: 20_000,
             tls_handshake_timeout: Duration::from_millis(5000),
             message_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_secs(300),

@@ -39,6 +39,7 @@ pub async fn serve_stream_listener(
     limits: Limits,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    process_permits: Arc<Semaphore>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections_per_listener));
     loop {
@@ -54,9 +55,17 @@ pub async fn serve_stream_listener(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::info!(%addr, listener = l.kind.name(), limit = limits.max_connections_per_listener,
-                "connection limit reached, closing new connection");
+        // Both a listener permit and a process permit: one listener cannot starve the others,
+        // and all of them together stay within the open-file limit.
+        let (Ok(permit), Ok(process_permit)) = (
+            permits.clone().try_acquire_owned(),
+            process_permits.clone().try_acquire_owned(),
+        ) else {
+            tracing::info!(
+                %addr,
+                listener = l.kind.name(),
+                "connection limit reached, closing new connection"
+            );
             continue;
         };
         // Small replies: do not wait for Nagle.
@@ -76,7 +85,7 @@ pub async fn serve_stream_listener(
         let cancel = cancel.child_token();
         let tls = l.tls.clone();
         tasks.spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, process_permit);
             match tls {
                 None => serve_connection(stream, peer, registrar, limits, cancel).await,
                 Some(acceptor) => {

@@ -231,3 +231,28 @@ async fn a_message_trickled_byte_by_byte_is_cut_off_at_the_message_timeout() {
         "by the message deadline, not the idle one"
     );
 }
+
+#[tokio::test]
+async fn process_wide_connection_limit_spans_listeners_and_nodes() {
+    let s = TestServer::start(&lab_with(&[(
+        "max_connections = 20000",
+        "max_connections = 2",
+    )]))
+    .await;
+    let mut a = Client::tcp(s.addr(0, Sip, Tcp)).await;
+    let mut b = Client::tcp(s.addr(1, Sip, Tcp)).await;
+    assert_eq!(a.request(&options()).await.status, 200);
+    assert_eq!(b.request(&options()).await.status, 200);
+    // A third connection, on yet another listener, is over the process budget.
+    let mut c = Client::tcp(s.addr(1, Sip, Tcp)).await;
+    let (got, _) = c.read_to_close().await;
+    assert!(got.is_empty(), "closed at once");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut d = Client::tcp(s.addr(0, Sip, Tcp)).await;
+    assert_eq!(
+        d.request(&options()).await.status,
+        200,
+        "a freed permit is reused"
+    );
+}

@@ -36,7 +36,7 @@ pub struct Cluster {
     /// `Server:` header value, built once: `Cisco-CUCM<version>`.
     pub server_header: Arc<str>,
     device_index: HashMap<Arc<str>, DeviceId>,
-    dn_index: HashMap<Arc<str>, DeviceId>,
+    dn_index: HashMap<Arc<str>, Vec<DeviceId>>,
     user_index: HashMap<Arc<str>, usize>,
 }
 
@@ -225,10 +225,13 @@ impl Cluster {
             .collect();
         // A DN shared by several devices (shared line) names the first device that has it,
         // in configuration order; a client naming its device in the Contact is never ambiguous.
-        let mut dn_index: HashMap<Arc<str>, DeviceId> = HashMap::new();
+        let mut dn_index: HashMap<Arc<str>, Vec<DeviceId>> = HashMap::new();
         for (i, d) in devices.iter().enumerate() {
             for l in &d.lines {
-                dn_index.entry(l.dn.clone()).or_insert(DeviceId(i as u32));
+                dn_index
+                    .entry(l.dn.clone())
+                    .or_default()
+                    .push(DeviceId(i as u32));
             }
         }
         let user_index = users
@@ -257,7 +260,12 @@ impl Cluster {
 
     /// The device owning a directory number, for clients that do not name their device.
     pub fn device_by_dn(&self, dn: &str) -> Option<DeviceId> {
-        self.dn_index.get(dn).copied()
+        self.devices_by_dn(dn).first().copied()
+    }
+
+    /// Every device with a line on this directory number, in configuration order.
+    pub fn devices_by_dn(&self, dn: &str) -> &[DeviceId] {
+        self.dn_index.get(dn).map_or(&[], Vec::as_slice)
     }
 
     pub fn device(&self, id: DeviceId) -> &Device {

@@ -202,6 +202,7 @@ impl Registrar {
         };
 
         let entry = match &contacts {
+            Contacts::Query => return Ok(self.query(device, now)),
             Contacts::Star => None,
             Contacts::One(c) => Some(c),
         };
@@ -269,6 +270,16 @@ impl Registrar {
         Ok(Outcome::new(reply, reason).device(device))
     }
 
+    /// `200` listing the device's binding, with the seconds it has left.
+    fn query(&self, device: DeviceId, now: Instant) -> Outcome {
+        let mut reply = Reply::new(200, "OK");
+        if let Some(b) = self.store.lookup(device, now) {
+            let left = b.expires_at.saturating_duration_since(now).as_secs();
+            reply = reply.header("Contact", format!("<{}>;expires={left}", b.contact_uri));
+        }
+        Outcome::new(reply, "query").device(device)
+    }
+
     /// The device named by Cisco's Contact feature tag, else the one owning the AOR's line.
     fn identify(
         &self,
@@ -287,7 +298,7 @@ impl Registrar {
         let dn = aor.user.unwrap_or_default();
         let named = match contacts {
             Contacts::One(c) => c.param(DEVICE_NAME_PARAM).flatten(),
-            Contacts::Star => None,
+            Contacts::Star | Contacts::Query => None,
         };
         match named {
             Some(name) => {
@@ -308,10 +319,18 @@ impl Registrar {
                 }
                 Ok(device)
             }
-            None => self
-                .cluster
-                .device_by_dn(dn)
-                .ok_or_else(|| not_found("unknown_aor", "Directory number not found")),
+            None => {
+                let devices = self.cluster.devices_by_dn(dn);
+                // On a shared line, a `Contact: *` removal or a query is for the device this
+                // client registered (same Call-ID), not simply the first with the line.
+                let now = Instant::now();
+                let own = devices
+                    .iter()
+                    .copied()
+                    .find(|&d| self.store.holds_call_id(d, &req.echo.call_id, now));
+                own.or_else(|| devices.first().copied())
+                    .ok_or_else(|| not_found("unknown_aor", "Directory number not found"))
+            }
         }
     }
 
@@ -414,6 +433,8 @@ impl Registrar {
 }
 
 enum Contacts<'a> {
+    /// No Contact: a query for the current bindings (RFC 3261 §10.2.3).
+    Query,
     Star,
     One(NameAddr<'a>),
 }
@@ -433,7 +454,7 @@ fn parse_contacts(req: &Request) -> Result<Contacts<'_>, &'static str> {
             return Err("One Contact per REGISTER is supported");
         }
     }
-    found.ok_or("Missing Contact header")
+    Ok(found.unwrap_or(Contacts::Query))
 }
 
 /// The Contact's `expires` parameter, else the Expires header, else the default.

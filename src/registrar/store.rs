@@ -168,6 +168,13 @@ impl Store {
         self.lock().live(device.0 as usize, now).cloned()
     }
 
+    /// Whether the device's live binding was made on this Call-ID.
+    pub fn holds_call_id(&self, device: DeviceId, call_id: &str, now: Instant) -> bool {
+        self.lock()
+            .live(device.0 as usize, now)
+            .is_some_and(|b| *b.call_id == *call_id)
+    }
+
     /// Live bindings in device order.
     pub fn list(&self, now: Instant) -> Vec<(DeviceId, Binding)> {
         let state = self.lock();

@@ -419,3 +419,77 @@ async fn only_cisco_alarm_111_forces_a_takeover() {
         .await;
     assert_eq!(r.status, 403, "cisco-alarm:1110 is another alarm");
 }
+
+#[tokio::test]
+async fn register_without_contact_queries_the_binding() {
+    let s = TestServer::lab().await;
+    let token = s.token("rado");
+    let mut c = oauth_client(&s).await;
+    let reg = Register::plain("1010").bearer(&token);
+    let mut query = reg.clone();
+    query.contact = Some(String::new());
+    let no_contact = |r: &Register| {
+        String::from_utf8(r.bytes())
+            .unwrap()
+            .replace("Contact: \r\n", "")
+            .into_bytes()
+    };
+    let r = c.request(&no_contact(&query)).await;
+    assert_eq!(
+        (r.status, r.header("Contact")),
+        (200, None),
+        "nothing bound yet"
+    );
+
+    let mut jabber = Register::jabber("CSFrado", "1010").bearer(&token);
+    jabber.call_id = reg.call_id.clone();
+    jabber.cseq = reg.cseq + 1;
+    assert_eq!(c.register(&jabber).await.status, 200);
+    let mut query = jabber.next().bearer(&token);
+    query.contact = Some(String::new());
+    let r = c.request(&no_contact(&query)).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let contact = r.header("Contact").unwrap();
+    let left: u64 = contact
+        .strip_prefix(
+            "<sip:a8ae9f92-4b07-a0d7-d701-29320aed1e2e@10.10.10.10:62162;transport=tls>;expires=",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((100..=120).contains(&left), "{left}");
+    assert_eq!(
+        s.server().registrar().store().len(),
+        1,
+        "a query changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn star_removal_on_a_shared_line_finds_the_clients_own_device() {
+    // A desk phone listed before CSFrado shares its line 1010.
+    let s = TestServer::start(&lab_with(&[(
+        "[[devices]]\nname = \"CSFrado\"",
+        "[[devices]]\nname = \"SEPDESK001010\"\nproduct_type = \"Cisco 8861\"\nowner = \"rado\"\n\
+         profile = \"Cisco 8861 - Secure OAuth\"\n\
+         lines = [{ dn = \"1010\", display_name = \"Rado desk\", contact = \"11111111-2222-4333-8444-555555555555\" }]\n\n\
+         [[devices]]\nname = \"CSFrado\"",
+    )]))
+    .await;
+    let store = s.server().registrar().store().clone();
+    let token = s.token("rado");
+    let mut c = oauth_client(&s).await;
+    let reg = Register::jabber("CSFrado", "1010").bearer(&token);
+    assert_eq!(c.register(&reg).await.status, 200);
+    assert!(
+        store
+            .lookup(device(&s, "CSFrado"), Instant::now())
+            .is_some()
+    );
+
+    let mut star = reg.next().bearer(&token);
+    star.contact = Some("*".into());
+    star.expires = Some("0".into());
+    assert_eq!(c.register(&star).await.status, 200);
+    assert!(store.is_empty(), "Jabber's own binding was removed");
+}

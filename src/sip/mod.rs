@@ -33,7 +33,7 @@ pub enum Method {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
-    pub method_name: String,
+    pub method_name: &'static str,
     pub uri: String,
     pub echo: Echo,
     pub cseq_number: u32,
@@ -97,27 +97,45 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     if bytes.starts_with(b"SIP/") {
         return Err(ParseError::NotARequest);
     }
-    let head_len = memchr::memmem::find(bytes, b"\r\n\r\n").map_or(bytes.len(), |i| i + 2);
+    let lines = scan_lines(bytes);
     // A lone CR or LF inside a header would be echoed into our response as a line break of
     // its own (header injection): such a message is dropped.
-    if has_bare_line_break(&bytes[..head_len]) {
+    if lines.bare_line_break {
         return Err(ParseError::NotARequest);
     }
-    let unfolded;
-    let bytes = if has_folding(&bytes[..head_len]) {
-        unfolded = unfold(bytes, head_len);
-        &unfolded[..]
-    } else {
-        bytes
-    };
-    let line_len = memchr::memmem::find(bytes, b"\r\n").unwrap_or(bytes.len());
-    if line_len > MAX_REQUEST_LINE {
+    if lines.request_line > MAX_REQUEST_LINE {
         return Err(salvage(bytes, "Request-URI too long"));
     }
-    let Ok(req) = rsip::Request::try_from(bytes) else {
+    let unfolded;
+    let (bytes, head_end) = if lines.folded {
+        // Up to the last header's CRLF: the blank line's CRLF is followed by the body, which
+        // may start with a space and is not a continuation.
+        unfolded = unfold(bytes, lines.head_end.saturating_sub(2));
+        let end = memchr::memmem::find(&unfolded, b"\r\n\r\n").map_or(unfolded.len(), |i| i + 4);
+        (&unfolded[..], end)
+    } else {
+        (bytes, lines.head_end)
+    };
+    let line_len = lines.request_line;
+    // rsip sees the header section only: its parser formats the rest of its input into an
+    // error string at every alternative it rejects, so a body (Jabber's remotecc multipart is
+    // 1 KiB) would be copied several times per request. The transport has already framed the
+    // body by Content-Length.
+    let (head, body) = bytes.split_at(head_end);
+    let Ok(req) = rsip::Request::try_from(head) else {
         return Err(salvage(bytes, "Malformed message"));
     };
-    let method_name = req.method.to_string();
+    // rsip accepted the request line, so it is `METHOD SP URI SP SIP/2.0`: take the names as
+    // written (rsip's Display re-formats and allocates; its URI form can differ from the wire).
+    let line = String::from_utf8_lossy(&bytes[..line_len]);
+    let mut words = line.split(' ');
+    let method_token = words.next().unwrap_or_default();
+    let method_name = KNOWN_METHODS
+        .iter()
+        .copied()
+        .find(|m| *m == method_token)
+        .unwrap_or("UNKNOWN");
+    let uri = words.next().unwrap_or_default().to_owned();
     let method = match req.method {
         rsip::Method::Register => Method::Register,
         rsip::Method::Options => Method::Options,
@@ -127,7 +145,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     let mut out = Request {
         method,
         method_name,
-        uri: req.uri.to_string(),
+        uri,
         echo: Echo::default(),
         cseq_number: 0,
         contacts: Vec::new(),
@@ -136,7 +154,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
         authorization: None,
         content_type: None,
         reason: None,
-        body: req.body,
+        body: body.to_vec(),
     };
     let mut have = Have::default();
     for header in req.headers {
@@ -318,17 +336,51 @@ fn salvage(bytes: &[u8], reason: &'static str) -> ParseError {
     }
 }
 
-fn has_bare_line_break(head: &[u8]) -> bool {
-    memchr::memchr2_iter(b'\r', b'\n', head).any(|i| match head[i] {
-        b'\r' => head.get(i + 1) != Some(&b'\n'),
-        _ => i == 0 || head[i - 1] != b'\r',
-    })
+/// What one pass over the header section's line breaks finds.
+struct Lines {
+    /// Length of the request line, without its CRLF.
+    request_line: usize,
+    /// Just past the blank line ending the header section (or the message length).
+    head_end: usize,
+    /// A CR not followed by LF, or an LF not preceded by CR.
+    bare_line_break: bool,
+    /// RFC 3261 §7.3.1 folding: a line starting with SP or HT continues the previous header.
+    folded: bool,
 }
 
-/// RFC 3261 §7.3.1 folding: a line starting with SP or HT continues the previous header.
-fn has_folding(head: &[u8]) -> bool {
-    memchr::memmem::find(head, b"\r\n ").is_some()
-        || memchr::memmem::find(head, b"\r\n\t").is_some()
+fn scan_lines(bytes: &[u8]) -> Lines {
+    let mut lines = Lines {
+        request_line: bytes.len(),
+        head_end: bytes.len(),
+        bare_line_break: false,
+        folded: false,
+    };
+    let mut first = true;
+    for i in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        if bytes[i] == b'\r' {
+            if bytes.get(i + 1) != Some(&b'\n') {
+                lines.bare_line_break = true;
+            }
+            continue;
+        }
+        if i == 0 || bytes[i - 1] != b'\r' {
+            lines.bare_line_break = true;
+            continue;
+        }
+        if first {
+            lines.request_line = i - 1;
+            first = false;
+        }
+        match bytes.get(i + 1) {
+            Some(b' ' | b'\t') => lines.folded = true,
+            Some(b'\r') if bytes.get(i + 2) == Some(&b'\n') => {
+                lines.head_end = i + 3;
+                break;
+            }
+            _ => {}
+        }
+    }
+    lines
 }
 
 /// Replaces each CRLF + whitespace run in the header section by one SP (rare: copies).

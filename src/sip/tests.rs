@@ -689,7 +689,7 @@ fn check_invariants(bytes: &[u8]) {
             assert!(!req.echo.call_id.is_empty());
             assert_eq!(
                 req.echo.cseq.split_ascii_whitespace().nth(1),
-                Some(req.method_name.as_str()),
+                Some(req.method_name),
                 "{:?} / {:?} in {:?}",
                 req.echo.cseq,
                 req.method_name,
@@ -1195,4 +1195,17 @@ fn request_line_refusals_are_answered_with_their_status() {
             other => panic!("{}: {other:?}", &line[..20]),
         }
     }
+}
+
+#[test]
+fn folding_stops_at_the_blank_line() {
+    let msg = "REGISTER sip:10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060\r\n\t;branch=z9hG4bK1\r\n\
+               From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\
+               Content-Type: text/plain\r\nContent-Length: 6\r\n\r\n  body";
+    let req = parse(msg.as_bytes()).unwrap();
+    assert_eq!(
+        req.echo.vias,
+        ["SIP/2.0/UDP 10.0.0.1:5060 ;branch=z9hG4bK1"]
+    );
+    assert_eq!(req.body, b"  body");
 }

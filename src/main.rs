@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// 5091 (MRA mutual TLS). Lab certificates and the token signing key are created in the state
 /// directory on first start.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_long_help = LAB_HELP)]
 struct Args {
     /// Cluster configuration (TOML). Default: the embedded lab cluster.
     #[arg(long, global = true, env = "SIP_OAUTH_CONFIG")]
@@ -33,6 +33,17 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+const LAB_HELP: &str = "\
+The lab cluster's devices (user -> device, line, profile):
+  rado  -> CSFrado          1010  Jabber (CSF), SIP OAuth
+  alice -> CSFalice         2001  Jabber (CSF), SIP OAuth
+  bob   -> SEP001122334455  2002  Cisco 8861, SIP OAuth
+  bob   -> SEP0011223344AA  2003  Cisco 8861, encrypted, certificate on 5061, no OAuth
+  bob   -> SIPlegacy1       3001  third-party, non-secure, no credentials on 5060
+  mallory (inactive) -> CSFmallory 2099
+
+Example: sip-oauth-registrar token issue --user rado --device CSFrado";
 
 #[derive(Subcommand, Debug)]
 enum Command {

@@ -35,19 +35,13 @@ async fn attempt(
     dn: &str,
     cert: Option<&CertAndKey>,
 ) -> Response {
-    let addr = s.addr(node, kind, transport);
     let mut reg = Register::jabber(device, dn);
     reg.transport = match transport {
         Udp => "UDP",
         Tcp => "TCP",
         Tls => "TLS",
     };
-    let mut c = match transport {
-        Udp => Client::udp(addr).await,
-        Tcp => Client::tcp(addr).await,
-        Tls => Client::tls(addr, s.lab_ca().cert_pem(), cert).await,
-    };
-    c.register(&reg).await
+    attempt_raw(s, node, kind, transport, &reg, cert).await
 }
 
 fn check(r: &Response, expect: Expect, node: &str, row: &str) {

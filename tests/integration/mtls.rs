@@ -126,3 +126,32 @@ async fn secure_port_verifies_a_given_certificate_against_callmanager_trust() {
     let e = result.expect_err("an untrusted LSC fails the handshake");
     assert_eq!(alert_of(&e), Some(AlertDescription::UnknownCA));
 }
+
+#[tokio::test]
+async fn a_refused_expressway_is_reset_after_the_alert() {
+    let s = TestServer::lab().await;
+    let stranger = Authority::generate("Some Other CA").unwrap();
+    let cert = stranger.issue_client("exp-c.domain-1.com", &[]).unwrap();
+    let mut tls = tls_connect(s.addr(0, MraOAuth, Tls), s.lab_ca().cert_pem(), Some(&cert))
+        .await
+        .expect("TLS 1.3: the client finishes before the server judges its certificate");
+    // Nothing is sent: unread data at close would make any socket send RST by itself.
+    let mut buf = [0u8; 64];
+    let first = tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        alert_of(&first.unwrap_err()),
+        Some(AlertDescription::UnknownCA)
+    );
+    // Then the TCP connection is reset, not closed with FIN (spec §3).
+    let tcp = tls.get_mut().0;
+    let second = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "RST after the alert"
+    );
+}

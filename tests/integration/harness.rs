@@ -353,6 +353,15 @@ impl Client {
         }
     }
 
+    /// Like `send`, for connections the server may already have closed.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Udp(s, to) => s.send_to(bytes, *to).await.map(|_| ()),
+            Self::Tcp(s, _) => s.write_all(bytes).await,
+            Self::Tls(s, _) => s.write_all(bytes).await,
+        }
+    }
+
     pub async fn recv(&mut self) -> Response {
         let raw = match self {
             Self::Udp(s, _) => {

@@ -136,9 +136,11 @@ async fn connection_limit_and_idle_timeout() {
     let mut b = Client::tcp(addr).await;
     assert_eq!(a.request(&options()).await.status, 200);
     assert_eq!(b.request(&options()).await.status, 200);
+    // Without the limit this request would be answered before the idle timeout closes it.
     let mut third = Client::tcp(addr).await;
+    let _ = third.try_send(&options()).await;
     let (got, _) = third.read_to_close().await;
-    assert!(got.is_empty(), "a third connection is closed at once");
+    assert!(got.is_empty(), "a third connection is closed unanswered");
 
     // Idle connections are closed after idle_timeout_secs, freeing their permits.
     let (_, _) = a.read_to_close().await;
@@ -245,8 +247,9 @@ async fn process_wide_connection_limit_spans_listeners_and_nodes() {
     assert_eq!(b.request(&options()).await.status, 200);
     // A third connection, on yet another listener, is over the process budget.
     let mut c = Client::tcp(s.addr(1, Sip, Tcp)).await;
+    let _ = c.try_send(&options()).await;
     let (got, _) = c.read_to_close().await;
-    assert!(got.is_empty(), "closed at once");
+    assert!(got.is_empty(), "closed unanswered");
     drop(a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut d = Client::tcp(s.addr(0, Sip, Tcp)).await;

@@ -189,6 +189,8 @@ impl Registrar {
                     .map(Into::into),
                 call_id: req.echo.call_id.as_str().into(),
                 cseq: req.cseq_number,
+                branch: branch_hash(&req.echo),
+                newreg: false,
                 expires_at: now + expires,
                 registered_at: unix_now(),
                 node: peer.node,
@@ -240,7 +242,7 @@ impl Registrar {
             registered,
             Registered::New {
                 first_since_start: true
-            }
+            } | Registered::Retransmission { newreg: true }
         );
         let supported = if peer.listener == ListenerKind::MraOAuth
             && contact.param("x-cisco-mra-ha").flatten() == Some("AR_SK")
@@ -266,6 +268,7 @@ impl Registrar {
         let reason = match registered {
             Registered::New { .. } => "registered",
             Registered::Refreshed => "refreshed",
+            Registered::Retransmission { .. } => "retransmission",
         };
         Ok(Outcome::new(reply, reason).device(device))
     }
@@ -508,6 +511,24 @@ fn echo_contact<'a>(contact: &NameAddr<'a>) -> std::borrow::Cow<'a, str> {
         .find(';')
         .map_or(params.len(), |i| start + 1 + i);
     format!("{}{}{}", &raw[..uri_end], &params[..start], &params[end..]).into()
+}
+
+/// Hash of the top Via's `branch` parameter (RFC 3261 §17.2.3 transaction id), or of the whole
+/// top Via when it has none (an RFC 2543 client).
+fn branch_hash(echo: &sip::Echo) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let via = echo.vias.first().map_or("", String::as_str);
+    let lower = via.to_ascii_lowercase();
+    let branch = match lower.find(";branch=") {
+        Some(i) => {
+            let v = &via[i + 8..];
+            &v[..v.find([';', ',', ' ']).unwrap_or(v.len())]
+        }
+        None => via,
+    };
+    let mut h = std::hash::DefaultHasher::new();
+    branch.hash(&mut h);
+    h.finish()
 }
 
 fn unix_now() -> u64 {

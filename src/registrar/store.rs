@@ -26,6 +26,11 @@ pub struct Binding {
     pub instance: Option<Box<str>>,
     pub call_id: Box<str>,
     pub cseq: u32,
+    /// Hash of the top Via's `branch`: tells a retransmission from a new request.
+    pub branch: u64,
+    /// The request that last set this binding was answered with `;x-cisco-newreg`; a
+    /// retransmission of it is answered the same way.
+    pub newreg: bool,
     pub expires_at: Instant,
     /// Unix seconds, for listings.
     pub registered_at: u64,
@@ -54,6 +59,9 @@ pub enum Registered {
     New { first_since_start: bool },
     /// The same client refreshed its binding.
     Refreshed,
+    /// The request that set the binding, again (same Call-ID, CSeq and branch): answered as
+    /// it was, nothing changes.
+    Retransmission { newreg: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -61,8 +69,8 @@ pub enum StoreError {
     /// UCM: `403` `Warning: 399 <node> "Registration is active for another client"`.
     #[error("registration is active for another client")]
     ActiveForAnotherClient,
-    /// RFC 3261 §10.3 step 7: same Call-ID, CSeq lower than the binding's (an equal CSeq is
-    /// a retransmission and is answered again).
+    /// RFC 3261 §10.3 step 7: same Call-ID, CSeq not higher than the binding's (or than a
+    /// removed binding's, for a delayed request), and not a retransmission.
     #[error("CSeq {got} is lower than the binding's {current}")]
     OutOfOrder { current: u32, got: u32 },
     #[error("the registrar holds its maximum of {limit} bindings")]
@@ -86,6 +94,8 @@ struct Shared {
 #[derive(Debug)]
 struct State {
     slots: Vec<Option<Binding>>,
+    /// What a client removed, so a delayed older REGISTER cannot bring the binding back.
+    removed: Vec<Option<Tombstone>>,
     seen: Vec<bool>,
     expirations: BTreeSet<(Instant, DeviceId)>,
     count: usize,
@@ -97,6 +107,7 @@ impl Store {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     slots: vec![None; devices],
+                    removed: vec![None; devices],
                     seen: vec![false; devices],
                     expirations: BTreeSet::new(),
                     count: 0,
@@ -119,11 +130,26 @@ impl Store {
         let outcome = match state.live(idx, now) {
             Some(cur) => match relate(cur, &update)? {
                 Relation::SameClient => Registered::Refreshed,
+                Relation::Retransmission => {
+                    return Ok(Registered::Retransmission { newreg: cur.newreg });
+                }
                 Relation::TakenOver => Registered::New {
                     first_since_start: false,
                 },
             },
             None => {
+                if let Some(t) = &state.removed[idx] {
+                    let new = &update.binding;
+                    if now < t.until
+                        && t.call_id == call_id_hash(&new.call_id)
+                        && new.cseq <= t.cseq
+                    {
+                        return Err(StoreError::OutOfOrder {
+                            current: t.cseq,
+                            got: new.cseq,
+                        });
+                    }
+                }
                 // An expired binding the purge task has not reached yet is replaced, not added.
                 if state.slots[idx].is_none() && state.count >= self.shared.max_bindings {
                     return Err(StoreError::Full {
@@ -135,9 +161,15 @@ impl Store {
                 }
             }
         };
-        let expires_at = update.binding.expires_at;
+        let mut binding = update.binding;
+        binding.newreg = outcome
+            == (Registered::New {
+                first_since_start: true,
+            });
+        let expires_at = binding.expires_at;
         let earliest = state.expirations.first().map(|e| e.0);
-        state.put(idx, device, update.binding);
+        state.removed[idx] = None;
+        state.put(idx, device, binding);
         state.seen[idx] = true;
         drop(state);
         if earliest.is_none_or(|e| expires_at < e) {
@@ -156,11 +188,19 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
         let idx = device.0 as usize;
-        match state.live(idx, now) {
+        let tombstone = match state.live(idx, now) {
             None => return Ok(false),
-            Some(cur) => relate(cur, update)?,
+            Some(cur) => {
+                relate(cur, update)?;
+                Tombstone {
+                    call_id: call_id_hash(&update.binding.call_id),
+                    cseq: update.binding.cseq,
+                    until: cur.expires_at,
+                }
+            }
         };
         state.remove(idx, device);
+        state.removed[idx] = Some(tombstone);
         Ok(true)
     }
 
@@ -261,9 +301,27 @@ impl State {
     }
 }
 
+/// A client's removal of its binding: Call-ID (hashed), CSeq, and until when it matters
+/// (the removed binding's own expiry: after it, an old REGISTER is as good as a new one).
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    call_id: u64,
+    cseq: u32,
+    until: Instant,
+}
+
+fn call_id_hash(call_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the hash only compares one client's Call-IDs with each other.
+    let mut h = std::hash::DefaultHasher::new();
+    call_id.hash(&mut h);
+    h.finish()
+}
+
 /// How a request relates to the device's live binding.
 enum Relation {
     SameClient,
+    Retransmission,
     /// Another client, forcing the takeover.
     TakenOver,
 }
@@ -286,7 +344,10 @@ fn relate(cur: &Binding, update: &Update) -> Result<Relation, StoreError> {
             Err(StoreError::ActiveForAnotherClient)
         };
     }
-    if cur.call_id == new.call_id && new.cseq < cur.cseq {
+    if cur.call_id == new.call_id && new.cseq <= cur.cseq {
+        if new.cseq == cur.cseq && new.branch == cur.branch {
+            return Ok(Relation::Retransmission);
+        }
         return Err(StoreError::OutOfOrder {
             current: cur.cseq,
             got: new.cseq,
@@ -307,6 +368,8 @@ mod tests {
             instance: instance.map(Into::into),
             call_id: call_id.into(),
             cseq,
+            branch: u64::from(cseq),
+            newreg: false,
             expires_at,
             registered_at: 0,
             node: NodeId(0),
@@ -404,10 +467,17 @@ mod tests {
             store.register(D, update(binding(None, "c1", 4, exp), false), now),
             Err(StoreError::OutOfOrder { current: 5, got: 4 })
         );
-        // A retransmission (same CSeq) is answered as the original was.
+        // A retransmission (same CSeq and branch) is answered as the original was...
         assert_eq!(
             store.register(D, update(binding(None, "c1", 5, exp), false), now),
-            Ok(Registered::Refreshed)
+            Ok(Registered::Retransmission { newreg: true })
+        );
+        // ...but the same CSeq on another branch is a new request reusing it.
+        let mut reused = binding(None, "c1", 5, exp);
+        reused.branch = 99;
+        assert_eq!(
+            store.register(D, update(reused, false), now),
+            Err(StoreError::OutOfOrder { current: 5, got: 5 })
         );
     }
 
@@ -465,7 +535,11 @@ mod tests {
         let exp = now + Duration::from_secs(120);
         let b = binding(Some("i1"), "c1", 1, exp);
         store.register(D, update(b.clone(), false), now).unwrap();
-        assert_eq!(store.list(now), vec![(D, b.clone())]);
+        let stored = Binding {
+            newreg: true,
+            ..b.clone()
+        };
+        assert_eq!(store.list(now), vec![(D, stored)]);
         assert_eq!(
             store.unregister(D, &update(b.clone(), false), now),
             Ok(true)
@@ -522,5 +596,34 @@ mod tests {
             })
         );
         assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_older_register_does_not_revive_a_removed_binding() {
+        let store = Store::new(3, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(120);
+        store
+            .register(D, update(binding(Some("i1"), "c1", 13, exp), false), now)
+            .unwrap();
+        let off = Update {
+            binding: binding(Some("i1"), "c1", 14, now),
+            force: false,
+            wildcard: false,
+        };
+        assert_eq!(store.unregister(D, &off, now), Ok(true));
+        assert_eq!(
+            store.register(D, update(binding(Some("i1"), "c1", 13, exp), false), now),
+            Err(StoreError::OutOfOrder {
+                current: 14,
+                got: 13
+            })
+        );
+        // A newer request from that client, or any request from another Call-ID, registers.
+        assert!(
+            store
+                .register(D, update(binding(Some("i1"), "c1", 15, exp), false), now)
+                .is_ok()
+        );
     }
 }

@@ -130,3 +130,40 @@ async fn options_other_methods_and_malformed_requests() {
     let r = c.request(head("OPTIONS", "").as_bytes()).await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn udp_retransmission_is_answered_as_the_original_and_a_reused_cseq_is_refused() {
+    let s = TestServer::lab().await;
+    let node = s.node_name(0);
+    let mut c = Client::udp(s.addr(0, Sip, Udp)).await;
+    let reg = Register {
+        transport: "UDP",
+        ..Register::jabber("SIPlegacy1", "3001")
+    };
+    let bytes = reg.bytes();
+    let first = c.request(&bytes).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first
+            .header("Contact")
+            .unwrap()
+            .ends_with(";x-cisco-newreg")
+    );
+    // The 200 was "lost"; the client retransmits the same request (same Via branch).
+    let again = c.request(&bytes).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.header("Contact"),
+        first.header("Contact"),
+        "answered as the original was"
+    );
+    // The same CSeq on a new branch is a new request reusing it (RFC 3261 §10.3 step 7).
+    let r = c.register(&reg).await;
+    assert_eq!(
+        (r.status, r.warning()),
+        (
+            400,
+            Some(format!("399 {node} \"Out of order CSeq\"").as_str())
+        )
+    );
+}

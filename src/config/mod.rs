@@ -278,6 +278,15 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         1,
         50_000_000,
     );
+    if c.min_expires_secs > c.keepalive_interval_secs {
+        problems.push(
+            "cluster.min_expires_secs",
+            format!(
+                "must not exceed cluster.keepalive_interval_secs ({}), which every 200 grants",
+                c.keepalive_interval_secs
+            ),
+        );
+    }
     if l.idle_timeout_secs <= u64::from(c.keepalive_interval_secs) {
         problems.push(
             "limits.idle_timeout_secs",

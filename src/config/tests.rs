@@ -1392,3 +1392,16 @@ fn line_contact_is_a_plain_lowercase_uuid() {
         }
     }
 }
+
+#[test]
+fn min_expires_above_the_keepalive_interval_is_refused() {
+    let toml = LAB_CONFIG.replace("min_expires_secs = 60", "min_expires_secs = 200");
+    let Err(ConfigError::Invalid(problems)) = Settings::from_toml(&toml) else {
+        panic!("accepted");
+    };
+    assert!(
+        problems.iter().any(|p| p.key == "cluster.min_expires_secs"
+            && p.message.contains("keepalive_interval_secs")),
+        "{problems:?}"
+    );
+}

@@ -193,7 +193,8 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     }
     let mut cseq = out.echo.cseq.split_ascii_whitespace();
     match (cseq.next().map(str::parse::<u32>), cseq.next(), cseq.next()) {
-        (Some(Ok(n)), Some(m), None) if m == out.method_name => out.cseq_number = n,
+        // RFC 3261 §8.1.1.5: the sequence number is below 2**31.
+        (Some(Ok(n)), Some(m), None) if m == out.method_name && n < 1 << 31 => out.cseq_number = n,
         _ => return Err(bad(out.echo, "Malformed CSeq header")),
     }
     Ok(out)

@@ -1209,3 +1209,25 @@ fn folding_stops_at_the_blank_line() {
     );
     assert_eq!(req.body, b"  body");
 }
+
+#[test]
+fn cseq_at_or_above_two_to_the_31_is_malformed() {
+    let msg = |n: u64| {
+        format!(
+            "REGISTER sip:10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n\
+             From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: {n} REGISTER\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    assert_eq!(
+        parse(msg((1 << 31) - 1).as_bytes()).unwrap().cseq_number,
+        (1 << 31) - 1
+    );
+    assert!(matches!(
+        parse(msg(1 << 31).as_bytes()),
+        Err(ParseError::BadRequest {
+            reason: "Malformed CSeq header",
+            ..
+        })
+    ));
+}

@@ -494,6 +494,9 @@ fn is_forced(req: &Request, contact: Option<&NameAddr<'_>>) -> bool {
 /// `Expires` is what was granted, and RFC 3261 §10.2.4 gives a Contact `expires` precedence.
 fn echo_contact<'a>(contact: &NameAddr<'a>) -> std::borrow::Cow<'a, str> {
     let raw = contact.raw;
+    if contact.param("expires").is_none() {
+        return raw.into();
+    }
     // `uri` is a slice of `raw` (the grammar is zero-copy): header parameters follow it.
     let Some(uri_end) = (contact.uri.as_ptr() as usize)
         .checked_sub(raw.as_ptr() as usize)
@@ -502,15 +505,35 @@ fn echo_contact<'a>(contact: &NameAddr<'a>) -> std::borrow::Cow<'a, str> {
     else {
         return raw.into();
     };
-    let params = &raw[uri_end..];
-    let lower = params.to_ascii_lowercase();
-    let Some(start) = lower.find(";expires=").or_else(|| lower.find("; expires=")) else {
-        return raw.into();
+    // Split what follows the URI on `;` outside quoted strings; the first piece is the `>`.
+    let rest = &raw[uri_end..];
+    let mut pieces = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                pieces.push(&rest[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&rest[start..]);
+    let is_expires = |p: &str| {
+        let name = p.split('=').next().unwrap_or_default().trim();
+        name.eq_ignore_ascii_case("expires")
     };
-    let end = params[start + 1..]
-        .find(';')
-        .map_or(params.len(), |i| start + 1 + i);
-    format!("{}{}{}", &raw[..uri_end], &params[..start], &params[end..]).into()
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..uri_end]);
+    out.push_str(pieces[0]);
+    for p in pieces[1..].iter().filter(|p| !is_expires(p)) {
+        out.push(';');
+        out.push_str(p);
+    }
+    out.into()
 }
 
 /// Hash of the top Via's `branch` parameter (RFC 3261 §17.2.3 transaction id), or of the whole
@@ -535,4 +558,35 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_contact_drops_only_the_expires_parameter() {
+        let cases = [
+            (
+                "<sip:a@b>;expires=60;+sip.instance=\"<urn:x>\"",
+                "<sip:a@b>;+sip.instance=\"<urn:x>\"",
+            ),
+            ("<sip:a@b> ; expires = 60", "<sip:a@b> "),
+            ("<sip:a@b>;\tEXPIRES=60;video", "<sip:a@b>;video"),
+            (
+                "<sip:a@b>;x=\"p;expires=1\";expires=60",
+                "<sip:a@b>;x=\"p;expires=1\"",
+            ),
+            (
+                "<sip:a@b>;x=\"q\\\";expires=1\";y",
+                "<sip:a@b>;x=\"q\\\";expires=1\";y",
+            ),
+            ("<sip:a@b;expires=5>;video", "<sip:a@b;expires=5>;video"),
+            ("sip:a@b;expires=60", "sip:a@b"),
+        ];
+        for (input, want) in cases {
+            let parsed = grammar::parse_name_addr(input).unwrap();
+            assert_eq!(echo_contact(&parsed), want, "{input}");
+        }
+    }
 }

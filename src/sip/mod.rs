@@ -130,11 +130,10 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     let line = String::from_utf8_lossy(&bytes[..line_len]);
     let mut words = line.split(' ');
     let method_token = words.next().unwrap_or_default();
-    let method_name = KNOWN_METHODS
-        .iter()
-        .copied()
-        .find(|m| *m == method_token)
-        .unwrap_or("UNKNOWN");
+    // Methods are case-sensitive (RFC 3261 §7.1); rsip is not, so `register` is refused here.
+    let Some(method_name) = KNOWN_METHODS.iter().copied().find(|m| *m == method_token) else {
+        return Err(salvage(bytes, "Method not implemented"));
+    };
     let uri = words.next().unwrap_or_default().to_owned();
     let method = match req.method {
         rsip::Method::Register => Method::Register,
@@ -192,9 +191,16 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
         return Err(bad(out.echo, reason));
     }
     let mut cseq = out.echo.cseq.split_ascii_whitespace();
-    match (cseq.next().map(str::parse::<u32>), cseq.next(), cseq.next()) {
-        // RFC 3261 §8.1.1.5: the sequence number is below 2**31.
-        (Some(Ok(n)), Some(m), None) if m == out.method_name && n < 1 << 31 => out.cseq_number = n,
+    // Digits only (`str::parse` would take a sign); below 2**31 (RFC 3261 §8.1.1.5).
+    let number = |n: &str| {
+        n.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| n.parse::<u32>().ok())
+            .flatten()
+            .filter(|&n| n < 1 << 31)
+    };
+    match (cseq.next().and_then(number), cseq.next(), cseq.next()) {
+        (Some(n), Some(m), None) if m == out.method_name => out.cseq_number = n,
         _ => return Err(bad(out.echo, "Malformed CSeq header")),
     }
     Ok(out)
@@ -400,7 +406,8 @@ fn unfold(bytes: &[u8], head_len: usize) -> Vec<u8> {
             i += 1;
         }
     }
-    out.extend_from_slice(&bytes[head_len..]);
+    // A fold at the very end may have stepped past `head_len`: copy the rest once.
+    out.extend_from_slice(&bytes[i.max(head_len)..]);
     out
 }
 

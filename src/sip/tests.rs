@@ -1231,3 +1231,33 @@ fn cseq_at_or_above_two_to_the_31_is_malformed() {
         })
     ));
 }
+
+#[test]
+fn methods_are_case_sensitive_and_cseq_numbers_are_digits() {
+    let msg = |line: &str, cseq: &str| {
+        format!(
+            "{line}\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+             To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for (line, cseq) in [
+        ("register sip:10.0.0.1 SIP/2.0", "1 register"),
+        ("register sip:10.0.0.1 SIP/2.0", "1 UNKNOWN"),
+        ("Register sip:10.0.0.1 SIP/2.0", "1 Register"),
+    ] {
+        assert!(
+            matches!(
+                parse(msg(line, cseq).as_bytes()),
+                Err(ParseError::Refused { status: 501, .. })
+            ),
+            "{line}"
+        );
+    }
+    assert!(matches!(
+        parse(msg("REGISTER sip:10.0.0.1 SIP/2.0", "+5 REGISTER").as_bytes()),
+        Err(ParseError::BadRequest {
+            reason: "Malformed CSeq header",
+            ..
+        })
+    ));
+}

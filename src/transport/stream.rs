@@ -151,6 +151,8 @@ async fn serve_connection<S>(
         loop {
             // Answer every complete frame already buffered before reading again.
             while let Some(frame) = codec.decode(&mut buf)? {
+                // The message clock measures only the message being received now.
+                started = None;
                 let reply = match frame {
                     Frame::Ping => Some(codec::PONG.to_vec()),
                     Frame::Message(bytes) => registrar.handle(&bytes, &peer),
@@ -162,7 +164,9 @@ async fn serve_connection<S>(
             // Between messages the idle timeout applies; once a message has begun, it must
             // complete by its deadline however the sender trickles it.
             let now = tokio::time::Instant::now();
-            let deadline = if buf.is_empty() {
+            // Left-over CR/LF (a single-CRLF keep-alive, or half a ping) is not a message.
+            let idle = buf.iter().all(|&b| b == b'\r' || b == b'\n');
+            let deadline = if idle {
                 started = None;
                 now + limits.idle_timeout
             } else {
@@ -174,7 +178,7 @@ async fn serve_connection<S>(
                 r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
             };
             match read {
-                Err(_) if buf.is_empty() => return Err(Closed::Idle),
+                Err(_) if started.is_none() => return Err(Closed::Idle),
                 Err(_) => return Err(Closed::SlowMessage),
                 Ok(Err(e)) => return Err(Closed::Io(e)),
                 Ok(Ok(0)) => {

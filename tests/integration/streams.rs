@@ -259,3 +259,44 @@ async fn process_wide_connection_limit_spans_listeners_and_nodes() {
         "a freed permit is reused"
     );
 }
+
+#[tokio::test]
+async fn the_message_clock_restarts_with_each_message_on_a_busy_connection() {
+    let s = TestServer::start(&lab_with(&[(
+        "message_timeout_ms = 10000",
+        "message_timeout_ms = 400",
+    )]))
+    .await;
+    let mut c = Client::tcp(s.addr(0, Sip, Tcp)).await;
+    let msg = options();
+    let half = msg.len() / 2;
+    // Every write ends one message and starts the next, so the buffer is never empty; each
+    // message still completes within 100 ms. 12 x 100 ms is well past the 400 ms deadline.
+    c.send(&msg[..half]).await;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut chunk = msg[half..].to_vec();
+        chunk.extend_from_slice(&msg[..half]);
+        c.send(&chunk).await;
+        assert_eq!(c.recv().await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_lone_crlf_after_a_message_is_idle_not_a_message() {
+    let s = TestServer::start(&lab_with(&[(
+        "message_timeout_ms = 10000",
+        "message_timeout_ms = 300",
+    )]))
+    .await;
+    let mut c = Client::tcp(s.addr(0, Sip, Tcp)).await;
+    let mut first = options();
+    first.extend_from_slice(b"\r\n");
+    assert_eq!(c.request(&first).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        c.request(&options()).await.status,
+        200,
+        "still open after 3 message timeouts"
+    );
+}

@@ -541,8 +541,11 @@ fn echo_contact<'a>(contact: &NameAddr<'a>) -> std::borrow::Cow<'a, str> {
 fn branch_hash(echo: &sip::Echo) -> u64 {
     use std::hash::{Hash, Hasher};
     let via = echo.vias.first().map_or("", String::as_str);
-    let lower = via.to_ascii_lowercase();
-    let branch = match lower.find(";branch=") {
+    // `;branch=` is lower-case in practice: search as is, lower-case only to be sure.
+    let at = via
+        .find(";branch=")
+        .or_else(|| via.to_ascii_lowercase().find(";branch="));
+    let branch = match at {
         Some(i) => {
             let v = &via[i + 8..];
             &v[..v.find([';', ',', ' ']).unwrap_or(v.len())]

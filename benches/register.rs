@@ -17,11 +17,11 @@ use criterion::{BatchSize, Criterion};
 use sip_oauth_registrar::auth::{AuthOptions, Authenticator, TokenAuthority};
 use sip_oauth_registrar::cluster::{DeviceId, NodeId};
 use sip_oauth_registrar::config::{LAB_CONFIG, Settings};
+use sip_oauth_registrar::net::ListenerKind;
+use sip_oauth_registrar::net::{Peer, Transport};
 use sip_oauth_registrar::pki::generate_rsa_signing_key_pem;
-use sip_oauth_registrar::policy::ListenerKind;
 use sip_oauth_registrar::registrar::{Registrar, Store};
 use sip_oauth_registrar::sip;
-use sip_oauth_registrar::transport::{Peer, Transport};
 
 /// Devices registered (and tokens cached) by the memory report, and rotated through by the
 /// benches.

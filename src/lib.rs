@@ -10,7 +10,9 @@
 //! | [`cluster`] | the cluster model (nodes, ports, profiles, users, devices), read-only |
 //! | [`server`] | prepares the state directory, binds every listener, shutdown |
 //! | [`tls`] | server configs for 5061/5090/5091 and the Expressway-C check |
-//! | [`transport`] | UDP/TCP/TLS loops and the stream [`transport::codec`]; no SIP logic |
+//! | [`net`] | leaf vocabulary every layer shares: [`net::Transport`], [`net::ListenerKind`], [`net::Peer`] |
+//! | [`transport`] | UDP/TCP/TLS accept loops (SIP and HTTP listeners alike) and the stream [`transport::codec`]; no SIP logic |
+//! | [`web`] | HTTP/1.1 connections (hyper) serving an axum router on the side listeners |
 //! | [`sip`] | bytes → [`sip::Request`] (rsip behind it), responses in UCM's order |
 //! | [`policy`] | the port rule table, a pure function |
 //! | [`auth`] | bearer tokens: issue, validate, cache ([`auth::Authenticator`] is the seam) |
@@ -24,6 +26,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod net;
 pub mod pki;
 pub mod policy;
 pub mod registrar;
@@ -31,3 +34,4 @@ pub mod server;
 pub mod sip;
 pub mod tls;
 pub mod transport;
+pub mod web;

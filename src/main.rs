@@ -162,7 +162,7 @@ fn serve(config: Option<&Path>, state: Option<PathBuf>, log: &str) -> anyhow::Re
             tracing::info!(path = %path.display(), "created");
         }
         for l in server.listeners() {
-            tracing::info!(node = %l.node_name, listener = l.kind.name(), transport = l.transport.name(), addr = %l.addr, "listening");
+            tracing::info!(node = %l.node_name, listener = l.service.name(), transport = l.transport.name(), addr = %l.addr, "listening");
         }
         if let Some(ca) = &prepared.lab_ca {
             println!("Lab CA (trust it in your client): {}", ca.display());

@@ -9,18 +9,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthOptions, TokenAuthority};
 use crate::cluster::{Cluster, NodeId};
 use crate::config::Settings;
+use crate::net::{ListenerKind, Service, Transport, WebPort};
 use crate::pki::{self, LabPkiPlan};
-use crate::policy::ListenerKind;
 use crate::registrar::{Registrar, Store};
-use crate::tls::{TlsConfigs, TlsError};
-use crate::transport::{self, StreamListener, Transport};
+use crate::tls::{TlsConfigs, TlsError, TlsSlot, TlsSlots};
+use crate::transport::{self, App, StreamListener};
 
 /// Where the lab PKI is written, under the state directory; `config/lab.toml` points there.
 pub const LAB_PKI_DIR: &str = "certs";
@@ -38,7 +37,7 @@ pub struct BindOptions {
 pub struct BoundListener {
     pub node: NodeId,
     pub node_name: Arc<str>,
-    pub kind: ListenerKind,
+    pub service: Service,
     pub transport: Transport,
     pub addr: SocketAddr,
 }
@@ -76,6 +75,7 @@ pub enum StartError {
 pub struct Server {
     registrar: Registrar,
     tokens: Arc<TokenAuthority>,
+    tls: TlsSlots,
     listeners: Vec<BoundListener>,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -148,6 +148,9 @@ impl Server {
         let store = Store::new(cluster.devices.len(), settings.limits.max_bindings);
         let registrar = Registrar::new(cluster.clone(), store.clone(), tokens.clone());
 
+        let tls = TlsSlots::new(tls);
+        let web = crate::web::finish(axum::Router::new(), &settings.limits);
+
         let mut udp = Vec::new();
         let mut streams = Vec::new();
         let mut listeners = Vec::new();
@@ -156,56 +159,59 @@ impl Server {
             let port = |p: u16| if bind.ephemeral_ports { 0 } else { p };
             let at = |p: u16| SocketAddr::new(node.address, port(p));
             let bind_error =
-                |kind: ListenerKind, transport: Transport, addr, source| StartError::Bind {
+                |service: Service, transport: Transport, addr, source| StartError::Bind {
                     node: node.name.clone(),
-                    kind: kind.name(),
+                    kind: service.name(),
                     transport: transport.name(),
                     addr,
                     source,
                 };
-            let mut record = |kind, transport, addr| {
+            let mut record = |service, transport, addr| {
                 listeners.push(BoundListener {
                     node: id,
                     node_name: node.name.clone(),
-                    kind,
+                    service,
                     transport,
                     addr,
                 });
             };
 
             let addr = at(node.ports.sip);
+            let sip = Service::Sip(ListenerKind::Sip);
             let socket = UdpSocket::bind(addr)
                 .await
-                .map_err(|e| bind_error(ListenerKind::Sip, Transport::Udp, addr, e))?;
-            record(
-                ListenerKind::Sip,
-                Transport::Udp,
-                local(&socket.local_addr(), addr),
-            );
+                .map_err(|e| bind_error(sip, Transport::Udp, addr, e))?;
+            record(sip, Transport::Udp, local(&socket.local_addr(), addr));
             udp.push((socket, id));
 
-            let mut kinds = vec![
-                (ListenerKind::Sip, node.ports.sip, None),
+            let sip_app = |kind| App::Sip(kind, registrar.clone());
+            let mut apps: Vec<(App, u16, Option<TlsSlot>)> = vec![
+                (sip_app(ListenerKind::Sip), node.ports.sip, None),
                 (
-                    ListenerKind::SipSecure,
+                    sip_app(ListenerKind::SipSecure),
                     node.ports.sip_secure,
                     Some(tls.secure.clone()),
                 ),
             ];
             if cluster.params.sip_oauth_mode {
-                kinds.push((
-                    ListenerKind::OAuth,
+                apps.push((
+                    sip_app(ListenerKind::OAuth),
                     node.ports.sip_oauth,
                     Some(tls.oauth.clone()),
                 ));
-                kinds.push((
-                    ListenerKind::MraOAuth,
+                apps.push((
+                    sip_app(ListenerKind::MraOAuth),
                     node.ports.sip_mra_oauth,
                     Some(tls.mra.clone()),
                 ));
             }
-            for (kind, p, config) in kinds {
-                let transport = if config.is_some() {
+            apps.push((
+                App::Web(WebPort::Tomcat, web.clone()),
+                node.ports.https,
+                Some(tls.web.clone()),
+            ));
+            for (app, p, slot) in apps {
+                let transport = if slot.is_some() {
                     Transport::Tls
                 } else {
                     Transport::Tcp
@@ -213,13 +219,17 @@ impl Server {
                 let addr = at(p);
                 let listener = TcpListener::bind(addr)
                     .await
-                    .map_err(|e| bind_error(kind, transport, addr, e))?;
-                record(kind, transport, local(&listener.local_addr(), addr));
+                    .map_err(|e| bind_error(app.service(), transport, addr, e))?;
+                record(
+                    app.service(),
+                    transport,
+                    local(&listener.local_addr(), addr),
+                );
                 streams.push(StreamListener {
                     listener,
                     node: id,
-                    kind,
-                    tls: config.map(TlsAcceptor::from),
+                    app,
+                    tls: slot,
                 });
             }
         }
@@ -246,7 +256,6 @@ impl Server {
         for l in streams {
             tasks.spawn(transport::serve_stream_listener(
                 l,
-                registrar.clone(),
                 settings.limits,
                 cancel.child_token(),
                 tasks.clone(),
@@ -257,6 +266,7 @@ impl Server {
             Self {
                 registrar,
                 tokens,
+                tls,
                 listeners,
                 cancel,
                 tasks,
@@ -278,8 +288,22 @@ impl Server {
     ) -> Option<SocketAddr> {
         self.listeners
             .iter()
-            .find(|l| l.node == node && l.kind == kind && l.transport == transport)
+            .find(|l| l.node == node && l.service == Service::Sip(kind) && l.transport == transport)
             .map(|l| l.addr)
+    }
+
+    /// The address of one HTTP side listener.
+    pub fn web_addr(&self, node: NodeId, port: WebPort) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.node == node && l.service == Service::Web(port))
+            .map(|l| l.addr)
+    }
+
+    /// Makes `configs` the TLS configuration of every next handshake on every listener;
+    /// established connections keep theirs.
+    pub fn swap_tls(&self, configs: TlsConfigs) {
+        self.tls.swap(configs);
     }
 
     pub fn registrar(&self) -> &Registrar {

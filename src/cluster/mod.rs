@@ -63,6 +63,8 @@ pub struct NodePorts {
     pub sip_secure: u16,
     pub sip_oauth: u16,
     pub sip_mra_oauth: u16,
+    /// HTTPS with the tomcat certificate (UCM's 8443): the OAuth endpoints.
+    pub https: u16,
 }
 
 /// A phone security profile (spec §2).

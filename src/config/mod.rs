@@ -426,6 +426,7 @@ fn convert_nodes(raw: &[raw::Node], problems: &mut Problems) -> Vec<Node> {
             n.sip_secure_port,
             n.sip_oauth_port,
             n.sip_mra_oauth_port,
+            n.https_port,
         ];
         for (a, pa) in ports.iter().enumerate() {
             if *pa == 0 {
@@ -456,6 +457,7 @@ fn convert_nodes(raw: &[raw::Node], problems: &mut Problems) -> Vec<Node> {
                 sip_secure: n.sip_secure_port,
                 sip_oauth: n.sip_oauth_port,
                 sip_mra_oauth: n.sip_mra_oauth_port,
+                https: n.https_port,
             },
         });
     }

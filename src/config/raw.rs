@@ -140,6 +140,8 @@ pub(super) struct Node {
     pub(super) sip_oauth_port: u16,
     #[serde(default = "default_mra_port")]
     pub(super) sip_mra_oauth_port: u16,
+    #[serde(default = "default_https_port")]
+    pub(super) https_port: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,4 +232,7 @@ fn default_oauth_port() -> u16 {
 }
 fn default_mra_port() -> u16 {
     5091
+}
+fn default_https_port() -> u16 {
+    8443
 }

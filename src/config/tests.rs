@@ -107,6 +107,7 @@ fn lab_nodes_and_ports() {
                 sip_secure: 5061,
                 sip_oauth: 5090,
                 sip_mra_oauth: 5091,
+                https: 8443,
             },
             "ports of {}",
             n.name
@@ -1244,6 +1245,7 @@ fn defaults_apply_when_optional_keys_are_omitted() {
             sip_secure: 5061,
             sip_oauth: 5090,
             sip_mra_oauth: 5091,
+            https: 8443,
         }
     );
 

@@ -6,34 +6,7 @@
 //! off while an OAuth port is reached. The rest of the table is ours (see README).
 
 use crate::cluster::{Profile, SecurityMode};
-
-/// The four SIP listeners of a node, by the UCM port setting they serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListenerKind {
-    /// "SIP Phone Port" (5060), UDP and TCP.
-    Sip,
-    /// "SIP Phone Secure Port" (5061), TLS with an optional client certificate.
-    SipSecure,
-    /// "SIP Phone OAuth Port" (5090), TLS with the server certificate only.
-    OAuth,
-    /// "SIP Mobile and Remote Access OAuth Port" (5091), mutual TLS from Expressway-C.
-    MraOAuth,
-}
-
-impl ListenerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sip => "sip",
-            Self::SipSecure => "sip-secure",
-            Self::OAuth => "sip-oauth",
-            Self::MraOAuth => "sip-mra-oauth",
-        }
-    }
-
-    pub fn is_oauth(self) -> bool {
-        matches!(self, Self::OAuth | Self::MraOAuth)
-    }
-}
+use crate::net::ListenerKind;
 
 /// How a REGISTER that passed the port rule must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

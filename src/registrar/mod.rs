@@ -13,11 +13,11 @@ use tokio::time::{Duration, Instant};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::cluster::{Cluster, DeviceId};
-use crate::policy::{self, Admission, ListenerKind};
+use crate::net::{ListenerKind, Peer};
+use crate::policy::{self, Admission};
 use crate::sip::grammar::{self, ContactList, NameAddr};
 use crate::sip::response::{self, Reply};
 use crate::sip::{self, Method, ParseError, Request};
-use crate::transport::Peer;
 pub use store::{Binding, Registered, Store, StoreError, Update};
 
 /// What requests other than REGISTER may be.

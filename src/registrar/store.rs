@@ -14,8 +14,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::cluster::{DeviceId, NodeId};
-use crate::policy::ListenerKind;
-use crate::transport::Transport;
+use crate::net::{ListenerKind, Transport};
 
 /// One registered device: where it is and which client holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,12 @@
 //! - 5090 (tomcat certificate): server certificate only;
 //! - 5091 (tomcat certificate): a client certificate is required, must chain to tomcat-trust
 //!   and must name an Expressway-C entry by CN or SAN; otherwise the handshake fails with a
-//!   fatal `unknown_ca` alert, as UCM's does (spec §3).
+//!   fatal `unknown_ca` alert, as UCM's does (spec §3);
+//! - HTTPS 8443 (tomcat certificate): server certificate only, ALPN `http/1.1`.
+//!
+//! Listeners read their configuration from a [`TlsSlot`] at every handshake, so a reload (or a
+//! regenerated tomcat certificate) swaps it for the next connection without a restart, and
+//! established connections keep the configuration they shook hands with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,12 +33,45 @@ use crate::config::Settings;
 /// interface take effect on the next handshake).
 pub type ExpresswayTable = Arc<ArcSwap<Vec<ExpresswayEntry>>>;
 
+/// Where a TLS listener finds its current configuration; swapped atomically by a reload.
+pub type TlsSlot = Arc<ArcSwap<ServerConfig>>;
+
 /// Server configurations, one per TLS listener kind.
 #[derive(Clone)]
 pub struct TlsConfigs {
     pub secure: Arc<ServerConfig>,
     pub oauth: Arc<ServerConfig>,
     pub mra: Arc<ServerConfig>,
+    /// HTTPS side listeners (8443).
+    pub web: Arc<ServerConfig>,
+}
+
+/// The slots the listeners read, one per [`TlsConfigs`] field.
+#[derive(Clone)]
+pub struct TlsSlots {
+    pub secure: TlsSlot,
+    pub oauth: TlsSlot,
+    pub mra: TlsSlot,
+    pub web: TlsSlot,
+}
+
+impl TlsSlots {
+    pub fn new(configs: TlsConfigs) -> Self {
+        Self {
+            secure: Arc::new(ArcSwap::new(configs.secure)),
+            oauth: Arc::new(ArcSwap::new(configs.oauth)),
+            mra: Arc::new(ArcSwap::new(configs.mra)),
+            web: Arc::new(ArcSwap::new(configs.web)),
+        }
+    }
+
+    /// Makes `configs` the configuration of every next handshake.
+    pub fn swap(&self, configs: TlsConfigs) {
+        self.secure.store(configs.secure);
+        self.oauth.store(configs.oauth);
+        self.mra.store(configs.mra);
+        self.web.store(configs.web);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +128,12 @@ impl TlsConfigs {
             .with_no_client_auth()
             .with_single_cert(tomcat_chain.clone(), tomcat_key.clone_key())
             .map_err(invalid("tomcat_key"))?;
+        let mut web = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(tomcat_chain.clone(), tomcat_key.clone_key())
+            .map_err(invalid("tomcat_key"))?;
+        // The HTTP side speaks HTTP/1.1 only; a client offering h2 falls back to it.
+        web.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         let webpki = WebPkiClientVerifier::builder(Arc::new(tomcat_trust))
             .build()
@@ -117,6 +161,7 @@ impl TlsConfigs {
             secure: Arc::new(secure),
             oauth: Arc::new(oauth),
             mra: Arc::new(mra),
+            web: Arc::new(web),
         })
     }
 }

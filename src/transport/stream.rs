@@ -1,8 +1,11 @@
-//! Stream listeners (TCP 5060, TLS 5061/5090, mutual TLS 5091): accept, take a connection
-//! permit, shake hands under a deadline, then read frames and answer them in order on the
-//! connection (requests on one connection are handled sequentially, as hickory-dns does).
+//! Stream listeners (TCP 5060, TLS 5061/5090, mutual TLS 5091, and the HTTP side listeners):
+//! accept, take a connection permit, shake hands under a deadline, then hand the stream to what
+//! the listener serves. SIP connections read frames and answer them in order on the connection
+//! (requests on one connection are handled sequentially, as hickory-dns does); HTTP connections
+//! go to [`crate::web`].
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,37 +14,56 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{self, Frame, SipCodec};
-use super::{Peer, Transport};
+
 use crate::cluster::NodeId;
 use crate::config::Limits;
-use crate::policy::ListenerKind;
+use crate::net::{ListenerKind, Peer, Service, Transport, WebPort};
 use crate::registrar::Registrar;
+use crate::tls::TlsSlot;
 
 /// One bound stream listener and what it needs to serve.
 pub struct StreamListener {
     pub listener: TcpListener,
     pub node: NodeId,
-    pub kind: ListenerKind,
-    /// `None` for plain TCP.
-    pub tls: Option<TlsAcceptor>,
+    pub app: App,
+    /// `None` for plain TCP. Read at every handshake, so a swapped configuration applies to
+    /// the next connection.
+    pub tls: Option<TlsSlot>,
+}
+
+/// What a stream listener serves.
+#[derive(Clone)]
+pub enum App {
+    Sip(ListenerKind, Registrar),
+    Web(WebPort, axum::Router),
+}
+
+impl App {
+    pub fn service(&self) -> Service {
+        match self {
+            Self::Sip(kind, _) => Service::Sip(*kind),
+            Self::Web(port, _) => Service::Web(*port),
+        }
+    }
 }
 
 /// Accepts connections until `cancel` fires; connection tasks are tracked in `tasks` so a
 /// shutdown can wait for them.
 pub async fn serve_stream_listener(
     l: StreamListener,
-    registrar: Registrar,
     limits: Limits,
     cancel: CancellationToken,
     tasks: TaskTracker,
     process_permits: Arc<Semaphore>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections_per_listener));
+    let service = l.app.service();
     loop {
         let (stream, addr) = tokio::select! {
             () = cancel.cancelled() => return,
@@ -49,7 +71,7 @@ pub async fn serve_stream_listener(
                 Ok(r) => r,
                 Err(error) => {
                     // EMFILE/ENFILE and friends pass; back off instead of spinning on them.
-                    tracing::warn!(%error, listener = l.kind.name(), "accept failed");
+                    tracing::warn!(%error, listener = service.name(), "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -63,72 +85,98 @@ pub async fn serve_stream_listener(
         ) else {
             tracing::info!(
                 %addr,
-                listener = l.kind.name(),
+                listener = service.name(),
                 "connection limit reached, closing new connection"
             );
             continue;
         };
         // Small replies: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            addr,
-            node: l.node,
-            listener: l.kind,
-            transport: if l.tls.is_some() {
-                Transport::Tls
-            } else {
-                Transport::Tcp
-            },
-            cert_names: None,
-        };
-        let registrar = registrar.clone();
+        let app = l.app.clone();
+        let node = l.node;
         let cancel = cancel.child_token();
-        let tls = l.tls.clone();
+        // The configuration in force now is the one this connection shakes hands with.
+        let acceptor = l
+            .tls
+            .as_ref()
+            .map(|slot| TlsAcceptor::from(slot.load_full()));
         tasks.spawn(async move {
             let _permits = (permit, process_permit);
-            match tls {
-                None => serve_connection(stream, peer, registrar, limits, cancel).await,
-                Some(acceptor) => {
-                    let Some((tls, peer)) = handshake(acceptor, stream, peer, &limits).await else {
-                        return;
-                    };
-                    serve_connection(tls, peer, registrar, limits, cancel).await;
-                }
-            }
+            let Some(acceptor) = acceptor else {
+                app.serve(stream, addr, node, Transport::Tcp, None, limits, cancel)
+                    .await;
+                return;
+            };
+            let Some(tls) = handshake(acceptor, stream, addr, service, &limits).await else {
+                return;
+            };
+            let cert_names = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::tls::certificate_names(leaf).into());
+            app.serve(tls, addr, node, Transport::Tls, cert_names, limits, cancel)
+                .await;
         });
+    }
+}
+
+impl App {
+    #[allow(clippy::too_many_arguments)] // one call site per transport, each reads plainly
+    async fn serve<S>(
+        self,
+        stream: S,
+        addr: SocketAddr,
+        node: NodeId,
+        transport: Transport,
+        cert_names: Option<Arc<[String]>>,
+        limits: Limits,
+        cancel: CancellationToken,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match self {
+            Self::Sip(listener, registrar) => {
+                let peer = Peer {
+                    addr,
+                    node,
+                    listener,
+                    transport,
+                    cert_names,
+                };
+                serve_connection(stream, peer, registrar, limits, cancel).await;
+            }
+            Self::Web(_, router) => {
+                crate::web::serve_connection(stream, addr, router, limits, cancel).await;
+            }
+        }
     }
 }
 
 async fn handshake(
     acceptor: TlsAcceptor,
     stream: TcpStream,
-    mut peer: Peer,
+    addr: SocketAddr,
+    service: Service,
     limits: &Limits,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
+) -> Option<TlsStream<TcpStream>> {
     let accept = acceptor.accept(stream).into_fallible();
     match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
         Err(_) => {
-            tracing::debug!(%peer.addr, listener = peer.listener.name(), "TLS handshake timed out");
+            tracing::debug!(%addr, listener = service.name(), "TLS handshake timed out");
             None
         }
         Ok(Err((error, stream))) => {
-            tracing::debug!(%peer.addr, listener = peer.listener.name(), %error, "TLS handshake failed");
-            if peer.listener == ListenerKind::MraOAuth {
+            tracing::debug!(%addr, listener = service.name(), %error, "TLS handshake failed");
+            if service == Service::Sip(ListenerKind::MraOAuth) {
                 // UCM resets the connection after its fatal alert on the MRA port (spec §3);
                 // rustls has already written the alert, a zero linger turns the close into RST.
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             }
             None
         }
-        Ok(Ok(tls)) => {
-            peer.cert_names = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|leaf| crate::tls::certificate_names(leaf).into());
-            Some((tls, peer))
-        }
+        Ok(Ok(tls)) => Some(tls),
     }
 }
 

@@ -5,9 +5,9 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Limits};
-use super::{Peer, Transport};
+
 use crate::cluster::NodeId;
-use crate::policy::ListenerKind;
+use crate::net::{ListenerKind, Peer, Transport};
 use crate::registrar::Registrar;
 
 pub async fn serve_udp(

@@ -1,7 +1,7 @@
 //! RFC 3261 errors and other methods: 400, 404, 405, 423, out-of-order CSeq, OPTIONS.
 
-use sip_oauth_registrar::policy::ListenerKind::{OAuth, Sip};
-use sip_oauth_registrar::transport::Transport::{Tls, Udp};
+use sip_oauth_registrar::net::ListenerKind::{OAuth, Sip};
+use sip_oauth_registrar::net::Transport::{Tls, Udp};
 
 use crate::harness::*;
 

@@ -12,10 +12,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sip_oauth_registrar::cluster::NodeId;
 use sip_oauth_registrar::config::{LAB_CONFIG, Settings};
+use sip_oauth_registrar::net::ListenerKind;
+use sip_oauth_registrar::net::Transport;
 use sip_oauth_registrar::pki::{Authority, CertAndKey};
-use sip_oauth_registrar::policy::ListenerKind;
 use sip_oauth_registrar::server::{BindOptions, Server};
-use sip_oauth_registrar::transport::Transport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
@@ -472,4 +472,85 @@ pub fn lab_with(replacements: &[(&str, &str)]) -> String {
 
 pub async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, b: &[u8]) {
     s.write_all(b).await.unwrap();
+}
+
+/// An HTTP/1.1 answer as a test reads it.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request over a fresh TLS connection (trusting `ca`) with hyper's client.
+pub async fn https(
+    addr: SocketAddr,
+    ca: &str,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> HttpAnswer {
+    let tls = tls_connect(addr, ca, None)
+        .await
+        .expect("TLS to the HTTPS port");
+    http_over(tls, request).await
+}
+
+/// Sends one request on an established stream.
+pub async fn http_over<S>(
+    stream: S,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> HttpAnswer
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let fut = async move {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("HTTP handshake");
+        tokio::spawn(conn);
+        let response = sender.send_request(request).await.expect("HTTP response");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("HTTP body").to_bytes().to_vec();
+        HttpAnswer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("HTTP answer in time")
+}
+
+/// A request with a body and headers, for [`https`].
+pub fn http_request(
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<bytes::Bytes>,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(http_body_util::Full::new(body.into()))
+        .expect("request")
 }

@@ -12,3 +12,4 @@ mod mtls;
 mod port_rules;
 mod register;
 mod streams;
+mod web;

@@ -3,9 +3,9 @@
 //! `unknown_ca` alert from the server (spec §3).
 
 use rustls::AlertDescription;
+use sip_oauth_registrar::net::ListenerKind::{MraOAuth, SipSecure};
+use sip_oauth_registrar::net::Transport::Tls;
 use sip_oauth_registrar::pki::{Authority, CertAndKey};
-use sip_oauth_registrar::policy::ListenerKind::{MraOAuth, SipSecure};
-use sip_oauth_registrar::transport::Transport::Tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;

@@ -1,8 +1,8 @@
 //! Every row of the README's port rule table, over real sockets on every listener kind.
 
+use sip_oauth_registrar::net::ListenerKind::{self, MraOAuth, OAuth, Sip, SipSecure};
+use sip_oauth_registrar::net::Transport::{self, Tcp, Tls, Udp};
 use sip_oauth_registrar::pki::CertAndKey;
-use sip_oauth_registrar::policy::ListenerKind::{self, MraOAuth, OAuth, Sip, SipSecure};
-use sip_oauth_registrar::transport::Transport::{self, Tcp, Tls, Udp};
 
 use crate::harness::*;
 

@@ -1,8 +1,8 @@
 //! The OAuth registration flow on 5090: 407 challenge, token, 200, refresh, un-register,
 //! duplicate device, token rejections, and what the store holds.
 
-use sip_oauth_registrar::policy::ListenerKind::OAuth;
-use sip_oauth_registrar::transport::Transport::Tls;
+use sip_oauth_registrar::net::ListenerKind::OAuth;
+use sip_oauth_registrar::net::Transport::Tls;
 use tokio::time::Instant;
 
 use crate::harness::*;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use sip_oauth_registrar::policy::ListenerKind::{OAuth, Sip};
-use sip_oauth_registrar::transport::Transport::{Tcp, Tls, Udp};
+use sip_oauth_registrar::net::ListenerKind::{OAuth, Sip};
+use sip_oauth_registrar::net::Transport::{Tcp, Tls, Udp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod net;
+pub mod oauth;
 pub mod pki;
 pub mod policy;
 pub mod registrar;

@@ -1,4 +1,4 @@
-//! Command line: `serve` (the default), `check-config`, `token issue`.
+//! Command line: `serve` (the default), `check-config`, `token issue`, `hash-password`.
 
 #![forbid(unsafe_code)]
 
@@ -60,6 +60,9 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Read a password from standard input (its first line) and print its argon2id hash, for
+    /// `password_hash` in `[[users]]` and `[[app_users]]`.
+    HashPassword,
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             serve(args.config.as_deref(), args.state_dir.clone(), log)
         }
         Some(Command::CheckConfig) => check_config(args.config.as_deref(), args.state_dir),
+        Some(Command::HashPassword) => hash_password(),
         Some(Command::Token {
             command:
                 TokenCommand::Issue {
@@ -300,6 +304,20 @@ fn issue_token(
         issued.token_id
     );
     println!("{}", issued.token);
+    Ok(())
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    let phc = sip_oauth_registrar::oauth::password::hash(password).map_err(anyhow::Error::msg)?;
+    println!("{phc}");
     Ok(())
 }
 

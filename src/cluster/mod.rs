@@ -22,6 +22,9 @@ pub struct ClusterParams {
     pub access_token_expiry_minutes: u32,
     pub jabber_refresh_token_expiry_days: u32,
     pub phone_refresh_token_expiry_days: u32,
+    /// Enterprise parameter "OAuth with Refresh Login Flow": the authorization code grant and
+    /// refresh tokens. Off, `/ssosp/oauth/authorize` only serves the implicit grant.
+    pub oauth_refresh_login_flow: bool,
 }
 
 /// The whole cluster, with lookup indexes.
@@ -33,6 +36,7 @@ pub struct Cluster {
     pub users: Vec<User>,
     pub devices: Vec<Device>,
     pub expressway: Vec<ExpresswayEntry>,
+    pub app_users: Vec<AppUser>,
     /// `Server:` header value, built once: `Cisco-CUCM<version>`.
     pub server_header: Arc<str>,
     device_index: HashMap<Arc<str>, DeviceId>,
@@ -181,6 +185,18 @@ impl ProductType {
 pub struct User {
     pub id: Arc<str>,
     pub active: bool,
+    /// PHC string (argon2) of the user's password; `None`: the user cannot log in to the token
+    /// service with a password.
+    pub password_hash: Option<Arc<str>>,
+}
+
+/// A UCM application user: authenticates administrative HTTP APIs (token revocation, later
+/// AXL) with HTTP Basic.
+#[derive(Debug, Clone)]
+pub struct AppUser {
+    pub id: Arc<str>,
+    /// PHC string (argon2).
+    pub password_hash: Arc<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +265,7 @@ impl Cluster {
             users,
             devices,
             expressway,
+            app_users: Vec::new(),
             server_header,
             device_index,
             dn_index,
@@ -280,6 +297,10 @@ impl Cluster {
 
     pub fn user(&self, id: &str) -> Option<&User> {
         self.user_index.get(id).map(|&i| &self.users[i])
+    }
+
+    pub fn app_user(&self, id: &str) -> Option<&AppUser> {
+        self.app_users.iter().find(|u| *u.id == *id)
     }
 
     pub fn node(&self, id: NodeId) -> &Node {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::{
-    Cluster, Device, ExpresswayEntry, Line, Node, NodePorts, ProductType, Profile, SecurityMode,
+    AppUser, Cluster, Device, ExpresswayEntry, Line, Node, NodePorts, ProductType, Profile, SecurityMode,
     TransportType, User,
 };
 
@@ -66,6 +66,10 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSettings {
     pub signing_key: PathBuf,
+    /// 256-bit key (64 hex digits) encrypting the access tokens' inner JWE.
+    pub encryption_key: PathBuf,
+    /// Append-only log of issued refresh tokens and revocations.
+    pub refresh_store: PathBuf,
     pub leeway_secs: u64,
     pub cache_entries: usize,
 }
@@ -220,6 +224,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
     let users = convert_users(&raw.users, &mut problems);
     let devices = convert_devices(&raw.devices, &profiles, &users, &mut problems);
     let expressway = convert_expressway(&raw.expressway_c, &mut problems);
+    let app_users = convert_app_users(&raw.app_users, &mut problems);
 
     let l = &raw.limits;
     range(
@@ -321,7 +326,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         return Err(ConfigError::Invalid(problems.0));
     }
 
-    let cluster = Cluster::new(
+    let mut cluster = Cluster::new(
         crate::cluster::ClusterParams {
             name: c.name.clone(),
             uuid,
@@ -334,6 +339,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
             access_token_expiry_minutes: c.access_token_expiry_minutes,
             jabber_refresh_token_expiry_days: c.jabber_refresh_token_expiry_days,
             phone_refresh_token_expiry_days: c.phone_refresh_token_expiry_days,
+            oauth_refresh_login_flow: c.oauth_refresh_login_flow,
         },
         nodes,
         profiles,
@@ -341,6 +347,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         devices,
         expressway,
     );
+    cluster.app_users = app_users;
     Ok(Settings {
         cluster,
         limits: Limits {
@@ -364,6 +371,8 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         },
         tokens: TokenSettings {
             signing_key: raw.tokens.signing_key,
+            encryption_key: raw.tokens.encryption_key,
+            refresh_store: raw.tokens.refresh_store,
             leeway_secs: raw.tokens.leeway_secs,
             cache_entries: raw.tokens.cache_entries,
         },
@@ -550,9 +559,15 @@ fn convert_users(raw: &[raw::User], problems: &mut Problems) -> Vec<User> {
                 format!("duplicate user {:?}", u.id),
             );
         }
+        if let Some(phc) = &u.password_hash
+            && let Err(reason) = crate::oauth::password::check_phc(phc)
+        {
+            problems.push(format!("users[{i}].password_hash"), reason);
+        }
         out.push(User {
             id: u.id.as_str().into(),
             active: u.active,
+            password_hash: u.password_hash.as_deref().map(Into::into),
         });
     }
     out
@@ -658,6 +673,32 @@ fn convert_devices(
             // Only read when the whole configuration is valid, so the profile exists.
             profile: profile.unwrap_or(0),
             lines,
+        });
+    }
+    out
+}
+
+fn convert_app_users(raw: &[raw::AppUser], problems: &mut Problems) -> Vec<AppUser> {
+    let mut out: Vec<AppUser> = Vec::with_capacity(raw.len());
+    for (i, u) in raw.iter().enumerate() {
+        if !is_name_safe(&u.id) {
+            problems.push(
+                format!("app_users[{i}].id"),
+                "must be a non-empty id without quotes, commas or angle brackets",
+            );
+        }
+        if out.iter().any(|o| *o.id == *u.id) {
+            problems.push(
+                format!("app_users[{i}].id"),
+                format!("duplicate application user {:?}", u.id),
+            );
+        }
+        if let Err(reason) = crate::oauth::password::check_phc(&u.password_hash) {
+            problems.push(format!("app_users[{i}].password_hash"), reason);
+        }
+        out.push(AppUser {
+            id: u.id.as_str().into(),
+            password_hash: u.password_hash.as_str().into(),
         });
     }
     out

@@ -26,6 +26,8 @@ pub(super) struct Config {
     pub(super) devices: Vec<Device>,
     #[serde(default)]
     pub(super) expressway_c: Vec<Expressway>,
+    #[serde(default)]
+    pub(super) app_users: Vec<AppUser>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +53,8 @@ pub(super) struct Cluster {
     pub(super) jabber_refresh_token_expiry_days: u32,
     #[serde(default = "default_refresh_days")]
     pub(super) phone_refresh_token_expiry_days: u32,
+    #[serde(default)]
+    pub(super) oauth_refresh_login_flow: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +115,8 @@ impl Default for Tls {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct Tokens {
     pub(super) signing_key: PathBuf,
+    pub(super) encryption_key: PathBuf,
+    pub(super) refresh_store: PathBuf,
     pub(super) leeway_secs: u64,
     pub(super) cache_entries: usize,
 }
@@ -119,6 +125,8 @@ impl Default for Tokens {
     fn default() -> Self {
         Self {
             signing_key: "keys/authz-signing.pem".into(),
+            encryption_key: "keys/authz-encryption.key".into(),
+            refresh_store: "tokens/refresh-tokens.jsonl".into(),
             leeway_secs: 5,
             cache_entries: 100_000,
         }
@@ -167,6 +175,15 @@ pub(super) struct User {
     pub(super) id: String,
     #[serde(default = "default_true")]
     pub(super) active: bool,
+    #[serde(default)]
+    pub(super) password_hash: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AppUser {
+    pub(super) id: String,
+    pub(super) password_hash: String,
 }
 
 #[derive(Debug, Deserialize)]

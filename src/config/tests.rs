@@ -332,6 +332,8 @@ fn lab_limits_tls_and_tokens() {
         s.tokens,
         TokenSettings {
             signing_key: "keys/authz-signing.pem".into(),
+            encryption_key: "keys/authz-encryption.key".into(),
+            refresh_store: "tokens/refresh-tokens.jsonl".into(),
             leeway_secs: 5,
             cache_entries: 100_000,
         }

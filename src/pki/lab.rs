@@ -238,6 +238,16 @@ pub fn ensure_secret_file(
     Ok((secret, true))
 }
 
+/// Writes (or replaces) a private file atomically: a temporary file in the same directory,
+/// mode 0600 from creation, synced, then renamed over `path`. For state that must survive a
+/// crash whole (regenerated keys, compacted token logs).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_new_file(path, contents, true).map_err(|e| match e {
+        PkiError::Io { source, .. } => source,
+        other => io::Error::other(other),
+    })
+}
+
 /// The name the server certificates are about: UCM names a node by its host name, so prefer a
 /// name over an address or "localhost".
 fn node_name(server_names: &[String]) -> String {

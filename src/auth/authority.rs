@@ -143,7 +143,8 @@ pub struct TokenAuthority {
     cluster_uuid: Arc<str>,
     leeway_secs: u64,
     keys: ArcSwap<KeySet>,
-    cache: TokenCache,
+    /// `pub(super)` for the tests, which replay races against it.
+    pub(super) cache: TokenCache,
     verifications: AtomicU64,
     decryptions: AtomicU64,
 }

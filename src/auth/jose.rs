@@ -126,9 +126,7 @@ pub(super) fn sign_compact(
 /// (`BadSignature`). The payload is not decoded before the signature has verified.
 pub(super) fn verify_jws(token: &str, key: &SigningKey) -> Result<Vec<u8>, AuthError> {
     let (signing_input, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
-    let (header, payload) = signing_input
-        .split_once('.')
-        .ok_or(AuthError::Malformed)?;
+    let (header, payload) = signing_input.split_once('.').ok_or(AuthError::Malformed)?;
     if [header, payload, signature].iter().any(|p| p.is_empty()) || payload.contains('.') {
         return Err(AuthError::Malformed);
     }
@@ -243,7 +241,9 @@ fn tag(key: &EncryptionKey, aad: &[u8], iv: &[u8], ciphertext: &[u8]) -> [u8; TA
     mac.update(iv);
     mac.update(ciphertext);
     // The AAD is a token part, at most MAX_TOKEN_LEN bytes: the bit count cannot overflow.
-    let aad_bits = u64::try_from(aad.len()).unwrap_or(u64::MAX).saturating_mul(8);
+    let aad_bits = u64::try_from(aad.len())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(8);
     mac.update(&aad_bits.to_be_bytes());
     let full = mac.sign();
     let mut out = [0u8; TAG_LEN];
@@ -290,7 +290,11 @@ mod tests {
     fn base64url_is_strict() {
         assert_eq!(unb64("AQ").unwrap(), [1]);
         assert_eq!(unb64("AQ=="), Err(AuthError::Malformed));
-        assert_eq!(unb64("AR"), Err(AuthError::Malformed), "non-zero trailing bits");
+        assert_eq!(
+            unb64("AR"),
+            Err(AuthError::Malformed),
+            "non-zero trailing bits"
+        );
         assert_eq!(unb64("A+"), Err(AuthError::Malformed));
         assert_eq!(b64(&[0xfb, 0xff]), "-_8");
     }

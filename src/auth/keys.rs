@@ -133,7 +133,10 @@ pub(super) struct EncryptionKey {
 }
 
 impl EncryptionKey {
-    pub(super) fn load(cluster_uuid: &str, key: &[u8; ENCRYPTION_KEY_LEN]) -> Result<Self, KeyError> {
+    pub(super) fn load(
+        cluster_uuid: &str,
+        key: &[u8; ENCRYPTION_KEY_LEN],
+    ) -> Result<Self, KeyError> {
         let (mac_key, aes_key) = key.split_at(ENCRYPTION_KEY_LEN / 2);
         let aes = |k: &[u8]| {
             UnboundCipherKey::new(&AES_128, k).map_err(|_| KeyError::Encryption("AES-128 key"))

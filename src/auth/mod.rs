@@ -109,7 +109,9 @@ pub mod keys;
 
 use std::sync::Arc;
 
-pub use authority::{AuthOptions, IssuedToken, MAX_TOKEN_LEN, RefreshClaims, SCOPE, TokenAuthority};
+pub use authority::{
+    AuthOptions, IssuedToken, MAX_TOKEN_LEN, RefreshClaims, SCOPE, TokenAuthority,
+};
 pub use cache::CacheStats;
 pub use keys::{ENCRYPTION_KEY_LEN, generate_encryption_key, placeholder_encryption_key};
 

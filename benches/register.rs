@@ -212,6 +212,7 @@ impl Fixture {
             TokenAuthority::new(
                 &cluster.params.uuid,
                 &pem,
+                &sip_oauth_registrar::auth::generate_encryption_key(),
                 AuthOptions {
                     leeway_secs: settings.tokens.leeway_secs,
                     cache_capacity: settings.tokens.cache_entries,

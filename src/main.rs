@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
-use sip_oauth_registrar::auth::{AuthOptions, TokenAuthority};
+use sip_oauth_registrar::auth::{self, AuthOptions, TokenAuthority};
 use sip_oauth_registrar::config::Settings;
 use sip_oauth_registrar::server::{self, BindOptions, Server};
 use tokio_util::sync::CancellationToken;
@@ -238,6 +238,7 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
                 Ok(TokenAuthority::new(
                     &c.params.uuid,
                     &pem,
+                    &auth::placeholder_encryption_key(&pem), // TODO(main): persisted key
                     token_options(&settings),
                 )?)
             }) {
@@ -294,6 +295,7 @@ fn issue_token(
     let tokens = TokenAuthority::new(
         &c.params.uuid,
         &prepared.signing_key_pem,
+        &auth::placeholder_encryption_key(&prepared.signing_key_pem), // TODO(main): persisted key
         token_options(&settings),
     )?;
     let ttl = ttl.unwrap_or_else(|| u64::from(c.params.access_token_expiry_minutes) * 60);

@@ -139,6 +139,8 @@ impl Server {
         let tokens = Arc::new(TokenAuthority::new(
             &settings.cluster.params.uuid,
             &prepared.signing_key_pem,
+            // TODO(main): persisted key file; derived for now so `token issue` agrees with us.
+            &crate::auth::placeholder_encryption_key(&prepared.signing_key_pem),
             AuthOptions {
                 leeway_secs: settings.tokens.leeway_secs,
                 cache_capacity: settings.tokens.cache_entries,

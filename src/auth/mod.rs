@@ -1,22 +1,119 @@
 //! Bearer-credential authentication: the single seam between a REGISTER's `Authorization: Bearer`
-//! credential and the user it names.
+//! credential and the user it names, and the cluster's token authority.
 //!
 //! The SIP layer strips the `Bearer token="..."` / `Bearer ...` wrapper and hands the bare token to
 //! an [`Authenticator`], which answers with an [`Identity`] or a typed [`AuthError`] whose
-//! [`AuthError::reason`] is a stable code for logs and metrics. Today the only implementation is
-//! [`TokenAuthority`] (flat RS256 JWS signed with the cluster key, see [`jwt`]); UCM's nested
-//! JWS/JWE access tokens, refresh tokens and outside identity providers (JWKS) are meant to arrive
-//! as further implementations of the same trait, so the registrar never needs to know which one
-//! it talks to.
+//! [`AuthError::reason`] is a stable code for logs and metrics. [`TokenAuthority`] issues and
+//! verifies UCM-format tokens (spec section 7); outside identity providers (JWKS) are meant to
+//! arrive as further implementations of the same trait. Key problems (loading, rotating,
+//! signing) are [`KeyError`]s, kept apart from the per-request [`AuthError`] because they are
+//! operator errors, not client errors.
 //!
-//! Key problems (loading, rotating, signing) are [`KeyError`]s, kept apart from the per-request
-//! [`AuthError`] because they are operator errors, not client errors.
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`keys`] | key material: RSA signing key, 256-bit JWE key, their kids and hashes |
+//! | `jose` | the wire format: compact JWS/JWE encode and decode, pure functions |
+//! | `cache` | the verified-token cache and the revocation table (one lock) |
+//! | [`authority`] | [`TokenAuthority`]: claims, validation order, rotation, revocation |
+//!
+//! # Token format
+//!
+//! **Access token**: a compact JWS, RS256, signed with the cluster's RSA (>= 2048-bit) key
+//! (PKCS#8 PEM; PKCS#1 accepted). Header, byte for byte in this order:
+//!
+//! ```json
+//! {"alg":"RS256","typ":"JWT","kid":"<cluster-uuid>:<sha256 hex of the public key's SPKI DER>"}
+//! ```
+//!
+//! Its payload is the single claim `{"private":"<JWE>"}`. The JWE is compact, `dir` with
+//! A128CBC-HS256 (RFC 7518 §5.2.3) under the cluster's 32-byte encryption key, an empty
+//! encrypted-key part, a random 16-byte IV, and the protected header
+//!
+//! ```json
+//! {"alg":"dir","cty":"JWT","enc":"A128CBC-HS256","kid":"<cluster-uuid>:<sha256 hex of the key>"}
+//! ```
+//!
+//! UCM does not publish its inner claims. **Our choice**, exactly as issued by
+//! [`TokenAuthority::issue`]:
+//!
+//! ```json
+//! {"iss":"<cluster-uuid>","sub":"<user id>","iat":<unix s>,"nbf":<unix s>,"exp":<unix s>,
+//!  "tid":"<uuid v4>","ccid":"C<64 hex>","scope":"UnifiedCommunications:readwrite",
+//!  "ctyp":"access","typ":"user"}
+//! ```
+//!
+//! `sub` is the UCM end user, `tid` the token id (for revocation and logs), `ccid` the OAuth
+//! client id, `iat` = `nbf` = issue time.
+//!
+//! **Refresh token**: a JWS with the same header, not encrypted, payload exactly (UCM's keys and
+//! order) `{"exp":..,"iss":"<cluster-uuid>","typ":"user","tid":"<uuid v4>","ctyp":"refresh",
+//! "ccid":"C<64 hex>"}`. It names no user: the caller keeps `tid` → user server-side, as UCM's
+//! `refreshtokendetails` table does.
+//!
+//! # Validation order (access tokens)
+//!
+//! Every refusal has its own [`AuthError`] variant.
+//!
+//! 1. Shape: at most [`MAX_TOKEN_LEN`] bytes, three non-empty dot-separated parts, else
+//!    `Malformed` (before anything is hashed or decoded).
+//! 2. Cache lookup by the SHA-256 digest of the token text; a hit only re-checks expiry: no RSA,
+//!    no AES, no JSON.
+//! 3. JWS header only: `alg` must be RS256 (anything else, `none` and `HS256` included, is
+//!    `BadAlgorithm`, so the RSA public key can never serve as an HMAC secret; an unparseable
+//!    header is `Malformed`); no `crit`; `kid` must be the current signing key's
+//!    (`UnknownKey`: old key, other cluster), then the RSA signature (`BadSignature`). No claim is
+//!    read before this point.
+//! 4. Payload: `{"private": JWE}` (a signed payload without it is a refresh token, `WrongType`, or
+//!    `Malformed`). JWE header `dir`/A128CBC-HS256 (`BadAlgorithm`) with the current encryption
+//!    `kid` (`UnknownKey`); the tag over header, IV and ciphertext, compared in constant time
+//!    before decrypting (`BadCiphertext`); a padding failure after a good tag is ours
+//!    (`Internal`).
+//! 5. Inner claims: `iss` = this cluster (`WrongIssuer`), `ctyp` = `access` (`WrongType`), `sub`
+//!    and `tid` present (`Malformed`), `exp` + leeway not passed (`Expired`), `nbf`/`iat` not
+//!    beyond now + leeway (`NotYetValid`), then, under the cache lock, the revocation table
+//!    (`Revoked`). Expiry is judged against the caller's `now_unix`, never the wall clock.
+//!
+//! Whether the user exists, is active and owns the device is the registrar's business.
+//!
+//! # Cache
+//!
+//! A map from the SHA-256 digest of the token text (32 bytes, not the ~1.6 KB token) to its
+//! [`Identity`], behind one `std::sync::Mutex` held only for a lookup, an insert or an O(len)
+//! pass, never across RSA, AES or an `.await`. A Jabber refresh every 120 s thus costs one
+//! SHA-256 and one lookup. Only tokens that passed every check are inserted, so invalid tokens
+//! cannot fill it. It holds at most `cache_capacity` entries (0 disables caching); a full insert
+//! drops expired entries, then arbitrary ones down to 7/8 of capacity (O(1) amortised).
+//!
+//! Rotating either key clears it, and bumps an epoch under the same lock as the key swap, so a
+//! verification that loaded the old key cannot re-insert its token afterwards. [`revoke`]
+//! records a cut-off in a revocation table kept under the same lock, purges matching entries and
+//! bumps the epoch; every verification consults the table under the lock before inserting. So a
+//! cached entry is never a revoked token, and a hit needs no table lookup.
+//!
+//! [`revoke`]: TokenAuthority::revoke
+//!
+//! # Crypto provider
+//!
+//! `jsonwebtoken` 11 picks its process-wide provider from its crate features on first use; with
+//! only `aws_lc_rs` enabled (our `Cargo.toml`) that is automatic. If a dependency ever enables
+//! its `rust_crypto` feature as well, the library would panic on first use unless
+//! `jsonwebtoken::crypto::CryptoProvider::install_default` is called at start-up. AES and HMAC
+//! come from `aws-lc-rs` directly (the same build rustls uses).
 
-pub mod jwt;
+pub mod authority;
+mod cache;
+mod jose;
+pub mod keys;
 
 use std::sync::Arc;
 
-pub use jwt::{AuthOptions, CacheStats, IssuedToken, TokenAuthority};
+pub use authority::{
+    AuthOptions, IssuedToken, MAX_TOKEN_LEN, RefreshClaims, SCOPE, TokenAuthority,
+};
+pub use cache::CacheStats;
+pub use keys::{ENCRYPTION_KEY_LEN, generate_encryption_key, placeholder_encryption_key};
 
 /// Who a valid credential names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,36 +124,51 @@ pub struct Identity {
     pub expires_at: u64,
     /// The token id (`tid` claim), so revocation and logs can name a token without showing it.
     pub token_id: Arc<str>,
+    /// The OAuth client id (`ccid` claim), if the token names one.
+    pub client_id: Option<Arc<str>>,
+    /// When the token was issued, in unix seconds (`iat` claim); revocation compares it.
+    pub issued_at: u64,
 }
 
 /// Why a credential was refused. Each variant maps to a stable [`reason`](Self::reason) code.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthError {
-    /// Not a token at all: empty, too long, not three base64url parts, bad JSON, a header
-    /// algorithm the JWT library does not know (e.g. `none`), or claims missing after a valid
-    /// signature.
+    /// Not a token at all: empty, too long, not three base64url parts, bad JSON, a header that
+    /// does not parse or has `crit`, or claims missing after a valid signature.
     #[error("malformed token")]
     Malformed,
-    /// The header names a known algorithm other than the pinned one (e.g. HS256).
+    /// The JWS header names an algorithm other than RS256 (`none`, HS256...), or the JWE header
+    /// other than `dir`/A128CBC-HS256.
     #[error("token algorithm not accepted")]
     BadAlgorithm,
-    /// The header `kid` is absent or is not the current signing key's (old key, other cluster).
-    #[error("token signed with an unknown key")]
+    /// The JWS or JWE `kid` is absent or is not the current key's (old key, other cluster).
+    #[error("token made with an unknown key")]
     UnknownKey,
-    /// The `kid` matches but the signature does not verify with that key.
+    /// The `kid` matches but the RSA signature does not verify with that key.
     #[error("token signature invalid")]
     BadSignature,
+    /// The JWE's authentication tag does not match its header, IV and ciphertext.
+    #[error("token ciphertext fails its integrity check")]
+    BadCiphertext,
     /// Past `exp` plus the configured leeway.
     #[error("token expired")]
     Expired,
+    /// `nbf` or `iat` later than now plus the configured leeway.
+    #[error("token not yet valid")]
+    NotYetValid,
     /// `iss` is not this cluster.
     #[error("token issued by another cluster")]
     WrongIssuer,
-    /// A valid token of the wrong kind (e.g. `ctyp` = `refresh` presented as an access token).
+    /// A valid token of the wrong kind (a refresh token presented as an access token, or the
+    /// reverse).
     #[error("wrong token type")]
     WrongType,
-    /// Our own failure (e.g. the key could not be used); the client is not at fault.
+    /// Issued before a revocation of its user (or of its user and client).
+    #[error("token revoked")]
+    Revoked,
+    /// Our own failure (e.g. the key could not be used, or a JWE we made does not decrypt); the
+    /// client is not at fault.
     #[error("internal authentication error")]
     Internal,
 }
@@ -69,9 +181,12 @@ impl AuthError {
             Self::BadAlgorithm => "bad_algorithm",
             Self::UnknownKey => "unknown_key",
             Self::BadSignature => "bad_signature",
+            Self::BadCiphertext => "bad_ciphertext",
             Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongType => "wrong_type",
+            Self::Revoked => "revoked",
             Self::Internal => "internal",
         }
     }
@@ -101,6 +216,9 @@ pub enum KeyError {
     /// Signing a token failed.
     #[error("cannot sign token: {0}")]
     Signing(String),
+    /// Setting up the JWE key or encrypting a token failed (aws-lc said no; names the step).
+    #[error("encryption failed: {0}")]
+    Encryption(&'static str),
 }
 
 /// The seam the registrar calls to turn a bearer credential into an [`Identity`].
@@ -116,7 +234,10 @@ pub trait Authenticator: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod reason_tests {
     use super::*;
 
     #[test]
@@ -126,9 +247,12 @@ mod tests {
             AuthError::BadAlgorithm,
             AuthError::UnknownKey,
             AuthError::BadSignature,
+            AuthError::BadCiphertext,
             AuthError::Expired,
+            AuthError::NotYetValid,
             AuthError::WrongIssuer,
             AuthError::WrongType,
+            AuthError::Revoked,
             AuthError::Internal,
         ];
         let mut seen = std::collections::HashSet::new();
@@ -137,7 +261,11 @@ mod tests {
             assert!(r.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{r}");
             assert!(seen.insert(r), "duplicate reason {r}");
         }
+        assert_eq!(all.len(), 11, "a new variant belongs in this list");
         assert_eq!(AuthError::Expired.reason(), "expired");
+        assert_eq!(AuthError::BadCiphertext.reason(), "bad_ciphertext");
+        assert_eq!(AuthError::NotYetValid.reason(), "not_yet_valid");
+        assert_eq!(AuthError::Revoked.reason(), "revoked");
     }
 
     #[test]

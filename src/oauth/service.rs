@@ -448,7 +448,10 @@ impl TokenService {
     ) -> Result<(), KeyRegenError> {
         let old = std::fs::read(path).ok();
         crate::pki::write_private_file(path, contents)
-            .map_err(|e| KeyRegenError::Write(path.to_owned(), e))?;
+            .map_err(|source| KeyRegenError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
         if let Err(e) = apply() {
             if let Some(old) = old {
                 let _ = crate::pki::write_private_file(path, &old);
@@ -487,8 +490,11 @@ pub enum KeyRegenError {
     Generate(String),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("cannot write {}: {1}", .0.display())]
-    Write(PathBuf, std::io::Error),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot record the revocation: {0}")]
     Store(StoreError),
 }

@@ -8,6 +8,7 @@ mod harness;
 
 mod binary;
 mod errors;
+mod jose;
 mod mtls;
 mod port_rules;
 mod register;

@@ -159,6 +159,7 @@ async fn bad_expired_or_foreign_tokens_are_rechallenged() {
         let other = sip_oauth_registrar::auth::TokenAuthority::new(
             &s.settings.cluster.params.uuid,
             &key,
+            &sip_oauth_registrar::auth::generate_encryption_key(),
             sip_oauth_registrar::auth::AuthOptions {
                 leeway_secs: 0,
                 cache_capacity: 1,

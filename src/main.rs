@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
-use sip_oauth_registrar::auth::{self, AuthOptions, TokenAuthority};
+use sip_oauth_registrar::auth::{AuthOptions, TokenAuthority};
 use sip_oauth_registrar::config::Settings;
 use sip_oauth_registrar::server::{self, BindOptions, Server};
 use tokio_util::sync::CancellationToken;
@@ -238,7 +238,7 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
                 Ok(TokenAuthority::new(
                     &c.params.uuid,
                     &pem,
-                    &auth::placeholder_encryption_key(&pem), // TODO(main): persisted key
+                    &encryption_key(&settings, &state)?,
                     token_options(&settings),
                 )?)
             }) {
@@ -259,6 +259,19 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// The encryption key `serve` uses, if it exists yet; a zero key (nothing to decrypt) before the
+/// first start, since `check-config` creates nothing.
+fn encryption_key(settings: &Settings, state: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = Settings::resolve(state, &settings.tokens.encryption_key);
+    if !path.exists() {
+        return Ok([0; 32]);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("tokens.encryption_key ({})", path.display()))?;
+    sip_oauth_registrar::oauth::service::parse_encryption_key(&text)
+        .map_err(|reason| anyhow::anyhow!("tokens.encryption_key ({}): {reason}", path.display()))
 }
 
 fn token_options(settings: &Settings) -> AuthOptions {
@@ -295,7 +308,7 @@ fn issue_token(
     let tokens = TokenAuthority::new(
         &c.params.uuid,
         &prepared.signing_key_pem,
-        &auth::placeholder_encryption_key(&prepared.signing_key_pem), // TODO(main): persisted key
+        &prepared.encryption_key,
         token_options(&settings),
     )?;
     let ttl = ttl.unwrap_or_else(|| u64::from(c.params.access_token_expiry_minutes) * 60);

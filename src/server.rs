@@ -16,6 +16,9 @@ use crate::auth::{AuthOptions, TokenAuthority};
 use crate::cluster::{Cluster, NodeId};
 use crate::config::Settings;
 use crate::net::{ListenerKind, Service, Transport, WebPort};
+use crate::oauth::service::{parse_encryption_key, unix_now};
+use crate::oauth::store::TokenStore;
+use crate::oauth::{KeyFiles, TokenService};
 use crate::pki::{self, LabPkiPlan};
 use crate::registrar::{Registrar, Store};
 use crate::tls::{TlsConfigs, TlsError, TlsSlot, TlsSlots};
@@ -50,6 +53,8 @@ pub struct PreparedState {
     /// The lab CA a client must trust, when the lab PKI is on.
     pub lab_ca: Option<PathBuf>,
     pub signing_key_pem: String,
+    /// The access tokens' JWE key (`tokens.encryption_key`).
+    pub encryption_key: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,10 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("tokens.signing_key")]
     Key(#[from] crate::auth::KeyError),
+    #[error("tokens.encryption_key ({}): {reason}", path.display())]
+    EncryptionKey { path: PathBuf, reason: String },
+    #[error("tokens.refresh_store")]
+    TokenStore(#[from] crate::oauth::store::StoreError),
     #[error("cannot bind {kind} {transport} listener of node {node} on {addr}")]
     Bind {
         node: Arc<str>,
@@ -75,6 +84,7 @@ pub enum StartError {
 pub struct Server {
     registrar: Registrar,
     tokens: Arc<TokenAuthority>,
+    token_service: Arc<TokenService>,
     tls: TlsSlots,
     listeners: Vec<BoundListener>,
     cancel: CancellationToken,
@@ -97,10 +107,26 @@ pub fn prepare_state(settings: &Settings, state_dir: &Path) -> Result<PreparedSt
     if made {
         created.push(key_path);
     }
+    let key_path = Settings::resolve(state_dir, &settings.tokens.encryption_key);
+    let (text, made) = pki::ensure_secret_file(&key_path, || {
+        Ok(format!(
+            "{}\n",
+            hex::encode(crate::auth::generate_encryption_key())
+        ))
+    })?;
+    let encryption_key =
+        parse_encryption_key(&text).map_err(|reason| StartError::EncryptionKey {
+            path: key_path.clone(),
+            reason,
+        })?;
+    if made {
+        created.push(key_path);
+    }
     Ok(PreparedState {
         created,
         lab_ca,
         signing_key_pem,
+        encryption_key,
     })
 }
 
@@ -139,8 +165,7 @@ impl Server {
         let tokens = Arc::new(TokenAuthority::new(
             &settings.cluster.params.uuid,
             &prepared.signing_key_pem,
-            // TODO(main): persisted key file; derived for now so `token issue` agrees with us.
-            &crate::auth::placeholder_encryption_key(&prepared.signing_key_pem),
+            &prepared.encryption_key,
             AuthOptions {
                 leeway_secs: settings.tokens.leeway_secs,
                 cache_capacity: settings.tokens.cache_entries,
@@ -150,8 +175,25 @@ impl Server {
         let store = Store::new(cluster.devices.len(), settings.limits.max_bindings);
         let registrar = Registrar::new(cluster.clone(), store.clone(), tokens.clone());
 
+        let token_store = TokenStore::open(
+            &Settings::resolve(state_dir, &settings.tokens.refresh_store),
+            unix_now(),
+            revocation_horizon(&cluster),
+        )?;
+        let token_service = Arc::new(TokenService::new(
+            cluster.clone(),
+            tokens.clone(),
+            token_store,
+            KeyFiles {
+                signing: Settings::resolve(state_dir, &settings.tokens.signing_key),
+                encryption: Settings::resolve(state_dir, &settings.tokens.encryption_key),
+            },
+        ));
         let tls = TlsSlots::new(tls);
-        let web = crate::web::finish(axum::Router::new(), &settings.limits);
+        let web = crate::web::finish(
+            crate::oauth::http::router(token_service.clone()),
+            &settings.limits,
+        );
 
         let mut udp = Vec::new();
         let mut streams = Vec::new();
@@ -268,6 +310,7 @@ impl Server {
             Self {
                 registrar,
                 tokens,
+                token_service,
                 tls,
                 listeners,
                 cancel,
@@ -316,6 +359,11 @@ impl Server {
         &self.tokens
     }
 
+    /// The OAuth token service (8443 and the admin commands act on it).
+    pub fn token_service(&self) -> &Arc<TokenService> {
+        &self.token_service
+    }
+
     /// Stops accepting, closes connections and waits for every task, up to `deadline`.
     /// Returns false when tasks were still running at the deadline.
     pub async fn shutdown(self, deadline: Duration) -> bool {
@@ -325,6 +373,18 @@ impl Server {
             .await
             .is_ok()
     }
+}
+
+/// How long a revocation must be remembered: until every token it refuses has expired. Access
+/// tokens from `token issue --ttl` may outlive the enterprise timer, so the refresh timer (the
+/// longer of the two) bounds it.
+fn revocation_horizon(cluster: &Cluster) -> u64 {
+    let p = &cluster.params;
+    u64::from(p.access_token_expiry_minutes) * 60
+        + u64::from(
+            p.jabber_refresh_token_expiry_days
+                .max(p.phone_refresh_token_expiry_days),
+        ) * 86_400
 }
 
 /// File descriptors kept free of connections: listeners, the state files, logs, and slack.

@@ -277,7 +277,7 @@ mod tests {
         let t = hex::decode("652c3fa36b0a7c5b3219fab3a30bc1c4").unwrap();
         assert_eq!(tag(&key, aad, &iv, &e).to_vec(), t);
         // And the ciphertext decrypts to the RFC's plaintext.
-        let mut buf = e.clone();
+        let mut buf = e;
         let iv: [u8; 16] = iv.try_into().unwrap();
         let plain = key
             .decrypt

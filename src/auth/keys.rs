@@ -34,22 +34,6 @@ pub fn generate_encryption_key() -> [u8; ENCRYPTION_KEY_LEN] {
     key
 }
 
-/// A placeholder encryption key derived from the signing key PEM (HMAC-SHA-256 under a fixed
-/// label), so that `serve` and `token issue` agree on it until the key is persisted in its own
-/// file. Not the intended design: it ties the two keys together, so rotating the signing key
-/// also changes this one, and `set key regen authz encryption` cannot be emulated on its own.
-// TODO(main): persisted key file; then delete this function.
-pub fn placeholder_encryption_key(signing_key_pem: &str) -> [u8; ENCRYPTION_KEY_LEN] {
-    const LABEL: &[u8] = b"sip-oauth-registrar placeholder JWE key v1";
-    let tag = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, LABEL),
-        signing_key_pem.as_bytes(),
-    );
-    let mut key = [0u8; ENCRYPTION_KEY_LEN];
-    key.copy_from_slice(tag.as_ref());
-    key
-}
-
 /// One RSA signing key and everything derived from it.
 pub(super) struct SigningKey {
     /// `<cluster-uuid>:<key_hash>`, the JWS header's `kid`.

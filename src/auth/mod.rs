@@ -113,7 +113,7 @@ pub use authority::{
     AuthOptions, IssuedToken, MAX_TOKEN_LEN, RefreshClaims, SCOPE, TokenAuthority,
 };
 pub use cache::CacheStats;
-pub use keys::{ENCRYPTION_KEY_LEN, generate_encryption_key, placeholder_encryption_key};
+pub use keys::{ENCRYPTION_KEY_LEN, generate_encryption_key};
 
 /// Who a valid credential names.
 #[derive(Debug, Clone, PartialEq, Eq)]

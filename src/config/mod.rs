@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::{
-    AppUser, Cluster, Device, ExpresswayEntry, Line, Node, NodePorts, ProductType, Profile, SecurityMode,
-    TransportType, User,
+    AppUser, Cluster, Device, ExpresswayEntry, Line, Node, NodePorts, ProductType, Profile,
+    SecurityMode, TransportType, User,
 };
 
 /// The lab cluster shipped in `config/lab.toml`, used when no `--config` is given.

@@ -21,7 +21,9 @@ use axum::routing::{get, post};
 use base64::Engine;
 use serde::Serialize;
 
-use super::service::{Authorization, Challenge, Grant, OAuthError, SCOPE, TokenService, is_client_id};
+use super::service::{
+    Authorization, Challenge, Grant, OAuthError, SCOPE, TokenService, is_client_id,
+};
 
 /// Longest `redirect_uri`, `state` or PKCE value accepted.
 const MAX_PARAM_LEN: usize = 2048;
@@ -29,7 +31,10 @@ const MAX_PARAM_LEN: usize = 2048;
 /// The routes of the token service.
 pub fn router(service: Arc<TokenService>) -> Router {
     Router::new()
-        .route("/ssosp/oauth/authorize", get(authorize_form).post(authorize_login))
+        .route(
+            "/ssosp/oauth/authorize",
+            get(authorize_form).post(authorize_login),
+        )
         .route("/ssosp/oauth/token", post(token))
         .route(
             "/ssosp/token/revoke",
@@ -50,10 +55,16 @@ impl Params {
 
     /// The parameter's value; `None` when absent or empty.
     fn one(&self, name: &str) -> Result<Option<&str>, OAuthError> {
-        let mut found = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let mut found = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
         let first = found.next();
         if found.next().is_some() {
-            return Err(OAuthError::invalid_request(format!("duplicate parameter {name}")));
+            return Err(OAuthError::invalid_request(format!(
+                "duplicate parameter {name}"
+            )));
         }
         Ok(first.filter(|v| !v.is_empty()))
     }
@@ -111,7 +122,10 @@ async fn token_grant(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if !form {
         return Err(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",
@@ -123,7 +137,10 @@ async fn token_grant(
     if let Some(scope) = p.bounded("scope")?
         && !scope.split(' ').any(|s| s == SCOPE)
     {
-        return Err(OAuthError::new("invalid_scope", format!("scope must include {SCOPE}")));
+        return Err(OAuthError::new(
+            "invalid_scope",
+            format!("scope must include {SCOPE}"),
+        ));
     }
     match grant_type {
         "password" => {
@@ -318,7 +335,10 @@ fn is_redirect_uri(uri: &str) -> bool {
         && !rest.is_empty()
         && !uri.contains('#')
         && uri.bytes().all(|b| b.is_ascii_graphic())
-        && (!web || rest.strip_prefix("//").is_some_and(|h| !h.is_empty() && !h.starts_with('/')))
+        && (!web
+            || rest
+                .strip_prefix("//")
+                .is_some_and(|h| !h.is_empty() && !h.starts_with('/')))
 }
 
 async fn authorize_form(
@@ -335,10 +355,7 @@ async fn authorize_form(
     }
 }
 
-async fn authorize_login(
-    State(service): State<Arc<TokenService>>,
-    body: Bytes,
-) -> Response {
+async fn authorize_login(State(service): State<Arc<TokenService>>, body: Bytes) -> Response {
     let p = match Params::parse(&body) {
         Ok(p) => p,
         Err(e) => return bad_page(&e.description),
@@ -483,12 +500,7 @@ fn login_page(status: StatusCode, p: &Params, error: Option<&str>) -> Response {
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label>\n\
          <button type=\"submit\">Sign In</button>\n</form></body></html>\n"
     );
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(html),
-    )
-        .into_response()
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
 /// Text for HTML element content and double-quoted attribute values.
@@ -627,15 +639,27 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     #[test]
     fn basic_credentials_parse() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWRtaW46bGFiOng="));
-        assert_eq!(basic_credentials(&h), Some(("admin".into(), "lab:x".into())));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWRtaW46bGFiOng="),
+        );
+        assert_eq!(
+            basic_credentials(&h),
+            Some(("admin".into(), "lab:x".into()))
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
         assert_eq!(basic_credentials(&h), None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert_eq!(basic_credentials(&h), None);

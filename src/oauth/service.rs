@@ -66,7 +66,10 @@ impl OAuthError {
 
     fn server_error(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "token service failure");
-        Self::new("server_error", "the token service could not complete the request")
+        Self::new(
+            "server_error",
+            "the token service could not complete the request",
+        )
     }
 }
 
@@ -190,7 +193,8 @@ impl TokenService {
         let phc = user
             .and_then(|u| u.password_hash.as_deref())
             .map_or_else(|| self.decoy_hash.clone(), str::to_owned);
-        let ok = self.check_password(phc, pass).await? && user.is_some_and(|u| u.password_hash.is_some());
+        let ok = self.check_password(phc, pass).await?
+            && user.is_some_and(|u| u.password_hash.is_some());
         let Some(user) = user.filter(|_| ok) else {
             tracing::info!(user = username, "login refused: bad credentials");
             return Err(OAuthError::invalid_grant("invalid username or password"));
@@ -207,7 +211,10 @@ impl TokenService {
         let phc = user.map_or_else(|| self.decoy_hash.clone(), |u| u.password_hash.to_string());
         match (self.check_password(phc, pass).await?, user) {
             (true, Some(u)) => Ok(u.id.clone()),
-            _ => Err(OAuthError::new("invalid_client", "invalid application user credentials")),
+            _ => Err(OAuthError::new(
+                "invalid_client",
+                "invalid application user credentials",
+            )),
         }
     }
 
@@ -271,10 +278,13 @@ impl TokenService {
             ));
         }
         let now = unix_now();
-        let claims = self.authority.verify_refresh(token, now).map_err(|e: AuthError| {
-            tracing::info!(reason = e.reason(), "refresh token refused");
-            OAuthError::invalid_grant(format!("refresh token refused: {}", e.reason()))
-        })?;
+        let claims = self
+            .authority
+            .verify_refresh(token, now)
+            .map_err(|e: AuthError| {
+                tracing::info!(reason = e.reason(), "refresh token refused");
+                OAuthError::invalid_grant(format!("refresh token refused: {}", e.reason()))
+            })?;
         if claims.client_id != client_id {
             return Err(OAuthError::invalid_grant(
                 "the refresh token was issued to another client",
@@ -308,7 +318,11 @@ impl TokenService {
     }
 
     /// Issues a single-use authorization code for a logged-in user.
-    pub fn issue_code(&self, user: Arc<str>, request: &Authorization) -> Result<String, OAuthError> {
+    pub fn issue_code(
+        &self,
+        user: Arc<str>,
+        request: &Authorization,
+    ) -> Result<String, OAuthError> {
         let now = unix_now();
         let code = format!(
             "{}{}",
@@ -356,7 +370,9 @@ impl TokenService {
             return Err(OAuthError::invalid_grant("unknown, used or expired code"));
         };
         if pending.client_id != client_id {
-            return Err(OAuthError::invalid_grant("the code was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "the code was issued to another client",
+            ));
         }
         if pending.redirect_uri != redirect_uri {
             return Err(OAuthError::invalid_grant(
@@ -447,11 +463,10 @@ impl TokenService {
         apply: impl FnOnce() -> Result<(), KeyError>,
     ) -> Result<(), KeyRegenError> {
         let old = std::fs::read(path).ok();
-        crate::pki::write_private_file(path, contents)
-            .map_err(|source| KeyRegenError::Write {
-                path: path.to_owned(),
-                source,
-            })?;
+        crate::pki::write_private_file(path, contents).map_err(|source| KeyRegenError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
         if let Err(e) = apply() {
             if let Some(old) = old {
                 let _ = crate::pki::write_private_file(path, &old);
@@ -508,9 +523,7 @@ pub fn parse_encryption_key(text: &str) -> Result<[u8; 32], String> {
 
 /// UCM client ids are `C` followed by 64 hex digits.
 pub fn is_client_id(s: &str) -> bool {
-    s.len() == 65
-        && s.starts_with('C')
-        && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == 65 && s.starts_with('C') && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub fn unix_now() -> u64 {

@@ -285,7 +285,13 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn record(tid: &str, user: &str, client: &str, issued_at: u64, expires_at: u64) -> RefreshRecord {
+    fn record(
+        tid: &str,
+        user: &str,
+        client: &str,
+        issued_at: u64,
+        expires_at: u64,
+    ) -> RefreshRecord {
         RefreshRecord {
             tid: tid.into(),
             user: user.into(),
@@ -303,7 +309,9 @@ mod tests {
         let store = TokenStore::open(&path, 1000, 3600).unwrap();
         store.insert(record("a", "rado", "C1", 1000, 9000)).unwrap();
         store.insert(record("b", "rado", "C2", 1000, 9000)).unwrap();
-        store.insert(record("c", "alice", "C1", 1000, 9000)).unwrap();
+        store
+            .insert(record("c", "alice", "C1", 1000, 9000))
+            .unwrap();
         let ended = store
             .revoke(Revocation {
                 user: Some("rado".into()),
@@ -330,7 +338,9 @@ mod tests {
     #[test]
     fn a_revocation_does_not_touch_tokens_issued_after_it() {
         let store = TokenStore::in_memory();
-        store.insert(record("old", "rado", "C1", 100, 9000)).unwrap();
+        store
+            .insert(record("old", "rado", "C1", 100, 9000))
+            .unwrap();
         store
             .revoke(Revocation {
                 user: Some("rado".into()),
@@ -338,7 +348,9 @@ mod tests {
                 at: 200,
             })
             .unwrap();
-        store.insert(record("new", "rado", "C1", 300, 9000)).unwrap();
+        store
+            .insert(record("new", "rado", "C1", 300, 9000))
+            .unwrap();
         assert!(!store.get("old").unwrap().is_active(400));
         assert!(store.get("new").unwrap().is_active(400));
     }
@@ -363,8 +375,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("refresh.jsonl");
         let store = TokenStore::open(&path, 1000, 100).unwrap();
-        store.insert(record("short", "rado", "C1", 1000, 1500)).unwrap();
-        store.insert(record("long", "rado", "C1", 1000, 9000)).unwrap();
+        store
+            .insert(record("short", "rado", "C1", 1000, 1500))
+            .unwrap();
+        store
+            .insert(record("long", "rado", "C1", 1000, 9000))
+            .unwrap();
         store
             .revoke(Revocation {
                 user: Some("bob".into()),
@@ -397,6 +413,9 @@ mod tests {
         store.insert(record("c", "rado", "C1", 1000, 9000)).unwrap();
         drop(store);
         let store = TokenStore::open(&path, 1000, 100).unwrap();
-        assert!(store.get("c").is_some(), "appends after a torn line are read back");
+        assert!(
+            store.get("c").is_some(),
+            "appends after a torn line are read back"
+        );
     }
 }

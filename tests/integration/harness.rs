@@ -127,6 +127,31 @@ impl TestServer {
             .token
     }
 
+    /// Stops the daemon and starts it again on the same state directory (new ports).
+    pub async fn restart(&mut self) {
+        let server = self.server.take().expect("running");
+        assert!(server.shutdown(Duration::from_secs(3)).await, "clean stop");
+        self.cancel = CancellationToken::new();
+        let (server, _) = Server::start(
+            &self.settings,
+            self.state.path(),
+            BindOptions {
+                ephemeral_ports: true,
+            },
+            self.cancel.clone(),
+        )
+        .await
+        .expect("server restarts");
+        self.server = Some(server);
+    }
+
+    /// The HTTPS (8443) listener of a node.
+    pub fn web(&self, node: u16) -> SocketAddr {
+        self.server()
+            .web_addr(NodeId(node), sip_oauth_registrar::net::WebPort::Tomcat)
+            .expect("HTTPS listener")
+    }
+
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         let server = self.server.take().expect("running");
         server.shutdown(deadline).await

@@ -10,6 +10,7 @@ mod binary;
 mod errors;
 mod jose;
 mod mtls;
+mod oauth;
 mod port_rules;
 mod register;
 mod streams;

@@ -1,4 +1,4 @@
-//! Command line: `serve` (the default), `check-config`, `token issue`.
+//! Command line: `serve` (the default), `check-config`, `token issue`, `cli`.
 
 #![forbid(unsafe_code)]
 
@@ -60,6 +60,14 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// UCM's admin prompt (`admin:`), talking to the running daemon over
+    /// `<state-dir>/admin.sock`. Type `help` for the commands.
+    #[cfg(unix)]
+    Cli {
+        /// Run one command and exit (no "Do you want to continue?" confirmation).
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +109,11 @@ fn main() -> ExitCode {
             device,
             ttl,
         ),
+        #[cfg(unix)]
+        Some(Command::Cli { ref command }) => {
+            let state = state_dir(args.state_dir.clone());
+            return sip_oauth_registrar::admin::client::cli(&state, command.as_deref());
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

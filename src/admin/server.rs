@@ -278,7 +278,7 @@ fn random_secret() -> Result<String, AdminError> {
 fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let tmp = dir.join(format!(
         ".{SECRET_FILE}.tmp-{}-{}",
         std::process::id(),

@@ -70,6 +70,10 @@ pub fn cli(state_dir: &Path, command: Option<&str>) -> ExitCode {
         }
         let stdin = io::stdin();
         let echo = !stdin.is_terminal();
+        if !echo {
+            println!("Welcome to the Platform Command Line Interface (sip-oauth-registrar)");
+            println!("Type `help` for the commands, `quit` to leave.\n");
+        }
         let result = interactive(&runtime, state_dir, stdin.lock(), &mut io::stdout(), echo);
         return match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::UnixListener;
@@ -104,6 +105,8 @@ impl AdminListener {
             .route("/command", post(command))
             .route("/ping", get(ping))
             .layer(DefaultBodyLimit::max(MAX_COMMAND_BYTES))
+            // Outermost: nothing, not even the body, is read before the secret is checked.
+            .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate))
             .with_state(shared);
         let serving = axum::serve(listener, router)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
@@ -146,10 +149,15 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// A command line is short; `run sql` is the longest and still far below this.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
-async fn command(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    if !authorized(&headers, &shared.secret) {
-        return unauthorized();
+async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if authorized(request.headers(), &shared.secret) {
+        next.run(request).await
+    } else {
+        unauthorized()
     }
+}
+
+async fn command(State(shared): State<Arc<Shared>>, body: String) -> Response {
     let _turn = shared.one_at_a_time.lock().await;
     let ops = shared.ops.clone();
     let line = body.clone();
@@ -173,10 +181,7 @@ async fn command(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: St
     (status, [(header::CONTENT_TYPE, TEXT)], text).into_response()
 }
 
-async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &shared.secret) {
-        return unauthorized();
-    }
+async fn ping() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, TEXT)], "ok\n").into_response()
 }
 

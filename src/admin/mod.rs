@@ -177,7 +177,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         words: "show key authz signing",
         args: Args::None,
-        help: "show a hash (SHA-256) of the OAuth token signing key",
+        help: "show a hash of the OAuth token signing key (never the key)",
         confirm: None,
         run: |ops, _| {
             Ok(hash_line(
@@ -189,7 +189,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         words: "show key authz encryption",
         args: Args::None,
-        help: "show a hash (SHA-256) of the OAuth token encryption key",
+        help: "show a hash of the OAuth token encryption key (never the key)",
         confirm: None,
         run: |ops, _| {
             Ok(hash_line(

@@ -18,11 +18,13 @@
 //! | [`auth`] | bearer tokens: issue, validate, cache ([`auth::Authenticator`] is the seam) |
 //! | [`registrar`] | the REGISTER pipeline and the binding [`registrar::Store`] |
 //! | [`pki`] | lab certificates and keys, made on first start |
+//! | [`admin`] | UCM's `admin:` CLI: command table, local admin socket (Unix), `cli` client |
 //!
 //! `sip`, `policy`, `auth`, `registrar` and `cluster` never touch sockets.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;

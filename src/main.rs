@@ -1,4 +1,4 @@
-//! Command line: `serve` (the default), `check-config`, `token issue`, `hash-password`.
+//! Command line: `serve` (the default), `check-config`, `token issue`, `hash-password`, `cli`.
 
 #![forbid(unsafe_code)]
 
@@ -63,6 +63,14 @@ enum Command {
     /// Read a password from standard input (its first line) and print its argon2id hash, for
     /// `password_hash` in `[[users]]` and `[[app_users]]`.
     HashPassword,
+    /// UCM's admin prompt (`admin:`), talking to the running daemon over
+    /// `<state-dir>/admin.sock`. Type `help` for the commands.
+    #[cfg(unix)]
+    Cli {
+        /// Run one command and exit (no "Do you want to continue?" confirmation).
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +113,11 @@ fn main() -> ExitCode {
             device,
             ttl,
         ),
+        #[cfg(unix)]
+        Some(Command::Cli { ref command }) => {
+            let state = state_dir(args.state_dir.clone());
+            return sip_oauth_registrar::admin::client::cli(&state, command.as_deref());
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,6 +70,9 @@ pub enum StartError {
     EncryptionKey { path: PathBuf, reason: String },
     #[error("tokens.refresh_store")]
     TokenStore(#[from] crate::oauth::store::StoreError),
+    #[cfg(unix)]
+    #[error("admin interface")]
+    Admin(#[from] crate::admin::AdminError),
     #[error("cannot bind {kind} {transport} listener of node {node} on {addr}")]
     Bind {
         node: Arc<str>,
@@ -278,7 +281,14 @@ impl Server {
             }
         }
 
+        // Last to bind: it replaces a stale socket, which must not happen for a start that then
+        // fails on a port in use.
+        #[cfg(unix)]
+        let admin = crate::admin::bind(state_dir, token_service.clone()).await?;
+
         let tasks = TaskTracker::new();
+        #[cfg(unix)]
+        tasks.spawn(admin.serve(cancel.child_token()));
         let codec_limits = transport::codec::Limits {
             max_message_bytes: settings.limits.max_message_bytes,
             max_headers: settings.limits.max_headers,

@@ -90,11 +90,24 @@ pub struct KeyFiles {
     pub encryption: PathBuf,
 }
 
-/// Which key `set key regen authz …` regenerates.
+/// The two keys behind UCM's self-describing tokens (spec §7), as `set key regen authz …`
+/// and `show key authz …` name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthzKey {
+    /// The RSA key that signs access and refresh tokens.
     Signing,
+    /// The symmetric key that encrypts the access token's inner JWE.
     Encryption,
+}
+
+impl AuthzKey {
+    /// `Signing` / `Encryption`, as the admin outputs start.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Signing => "Signing",
+            Self::Encryption => "Encryption",
+        }
+    }
 }
 
 /// An authorization code waiting for its exchange.

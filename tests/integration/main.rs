@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod admin;
 mod binary;
 mod errors;
 mod jose;

@@ -681,8 +681,27 @@ async fn key_regeneration_ends_every_outstanding_token_at_once() {
             "cached before the regeneration"
         );
         let before = s.server().token_service().key_hash(key);
-        let after = s.server().token_service().regen_key(key).unwrap();
+        // Through the daemon's admin socket, as `cli -c` sends it.
+        let word = key.title().to_ascii_lowercase();
+        let out = sip_oauth_registrar::admin::run_command(
+            s.state.path(),
+            &format!("set key regen authz {word}"),
+        )
+        .await
+        .unwrap();
+        let after = s.server().token_service().key_hash(key);
         assert_ne!(before, after, "{key:?}");
+        assert!(
+            out.ends_with(&format!("{} key hash: {after}\n", key.title())),
+            "{out}"
+        );
+        let shown = sip_oauth_registrar::admin::run_command(
+            s.state.path(),
+            &format!("show key authz {word}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(shown, format!("{} key hash: {after}\n", key.title()));
         assert_eq!(
             register_rado(&s, &access).await,
             407,

@@ -12,6 +12,7 @@
 //! Key problems (loading, rotating, signing) are [`KeyError`]s, kept apart from the per-request
 //! [`AuthError`] because they are operator errors, not client errors.
 
+pub mod external;
 pub mod jwt;
 
 use std::sync::Arc;
@@ -53,6 +54,12 @@ pub enum AuthError {
     /// `iss` is not this cluster.
     #[error("token issued by another cluster")]
     WrongIssuer,
+    /// `aud` names none of the accepted audiences (outside issuers).
+    #[error("token for another audience")]
+    WrongAudience,
+    /// Before `nbf` minus the configured leeway (outside issuers).
+    #[error("token not yet valid")]
+    NotYetValid,
     /// A valid token of the wrong kind (e.g. `ctyp` = `refresh` presented as an access token).
     #[error("wrong token type")]
     WrongType,
@@ -71,6 +78,8 @@ impl AuthError {
             Self::BadSignature => "bad_signature",
             Self::Expired => "expired",
             Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::NotYetValid => "not_yet_valid",
             Self::WrongType => "wrong_type",
             Self::Internal => "internal",
         }
@@ -128,6 +137,8 @@ mod tests {
             AuthError::BadSignature,
             AuthError::Expired,
             AuthError::WrongIssuer,
+            AuthError::WrongAudience,
+            AuthError::NotYetValid,
             AuthError::WrongType,
             AuthError::Internal,
         ];

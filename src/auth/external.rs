@@ -1202,3 +1202,6 @@ fn default_refresh_interval_secs() -> u64 {
 fn default_min_refetch_interval_secs() -> u64 {
     30
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,6 +9,7 @@ mod harness;
 mod binary;
 mod errors;
 mod mtls;
+mod outside_idp;
 mod port_rules;
 mod register;
 mod streams;

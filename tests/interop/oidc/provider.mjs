@@ -5,7 +5,7 @@
 // Usage: node provider.mjs <port>   (0 picks a free port)
 // Prints one JSON line on stdout once it listens: {"issuer":"http://127.0.0.1:<port>","port":<port>}
 //
-// - Client `sip-phone` / secret `phone-secret`, `client_credentials` grant only.
+// - Client `sip-phone` / secret `phone-secret` (client_secret_post), `client_credentials` only.
 // - Resource indicators (RFC 8707) choose the audience and the signing algorithm of the JWT access
 //   token: urn:sip-registrar:rs256, urn:sip-registrar:es256, urn:sip-registrar:eddsa, and
 //   urn:other-service (RS256, another audience). Tokens carry `preferred_username` = `alice`.
@@ -44,6 +44,8 @@ function makeProvider(issuer) {
     clients: [{
       client_id: 'sip-phone',
       client_secret: 'phone-secret',
+      // Credentials in the form body: the test client then needs no base64 encoder.
+      token_endpoint_auth_method: 'client_secret_post',
       grant_types: ['client_credentials'],
       redirect_uris: [],
       response_types: [],
@@ -69,6 +71,7 @@ function makeProvider(issuer) {
         },
       },
     },
+    ttl: { ClientCredentials: 300 },
     extraTokenClaims: () => ({ preferred_username: 'alice' }),
   });
 }

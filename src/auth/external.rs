@@ -162,7 +162,7 @@ pub struct IssuerConfig {
     #[serde(default = "default_refresh_interval_secs")]
     pub refresh_interval_secs: u64,
     /// Least time between two fetches caused by unknown `kid`s, and the retry delay after a
-    /// failed fetch (at least 1 s), in seconds. Default 30.
+    /// failed fetch (at least 1 s), in seconds. Default 30; 0 turns the rate limit off (tests).
     #[serde(default = "default_min_refetch_interval_secs")]
     pub min_refetch_interval_secs: u64,
 }
@@ -335,8 +335,8 @@ impl ExternalIssuers {
         }
     }
 
-    /// Shape check, then the unverified `iss` → our issuer index, and the header.
-    fn route(&self, token: &str) -> Result<(&Issuer, Header), AuthError> {
+    /// Shape check, then the unverified `iss` → our issuer (and its index), and the header.
+    fn route(&self, token: &str) -> Result<(usize, &Issuer, Header), AuthError> {
         if !well_shaped(token) {
             return Err(AuthError::Malformed);
         }
@@ -352,14 +352,19 @@ impl ExternalIssuers {
             .iss
             .and_then(|iss| self.by_iss.get(&iss).copied())
             .ok_or(AuthError::WrongIssuer)?;
-        Ok((&self.issuers[index], header))
+        let issuer = self.issuers.get(index).ok_or(AuthError::Internal)?;
+        Ok((index, issuer, header))
     }
 
     fn cached(&self, digest: &[u8; 32], now_unix: u64) -> Option<Result<Identity, AuthError>> {
         let mut cache = self.lock_cache();
         let entry = cache.map.get(digest)?;
-        let current = self.issuers[entry.issuer].keys.load().generation;
-        if entry.generation != current {
+        // Entries are only made with an index from `route`, and the issuer list never changes.
+        let current = self
+            .issuers
+            .get(entry.issuer)
+            .map(|i| i.keys.load().generation);
+        if current != Some(entry.generation) {
             // Verified with a key set that has since lost or changed a key: verify again.
             cache.map.remove(digest);
             return None;
@@ -408,8 +413,7 @@ impl Authenticator for ExternalIssuers {
         if let Some(answer) = self.cached(&digest, now_unix) {
             return answer;
         }
-        let (issuer, header) = self.route(token)?;
-        let index = self.by_iss[&issuer.iss];
+        let (index, issuer, header) = self.route(token)?;
         let keys = issuer.keys.load_full();
         let verified = match issuer.verify(token, &header, &keys, &digest, now_unix) {
             Err(AuthError::UnknownKey) => {

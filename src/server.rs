@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AuthOptions, TokenAuthority};
+use crate::auth::external::ExternalIssuers;
+use crate::auth::{AuthOptions, Authenticators, TokenAuthority};
 use crate::cluster::{Cluster, NodeId};
 use crate::config::Settings;
 use crate::net::{ListenerKind, Service, Transport, WebPort};
@@ -70,6 +71,8 @@ pub enum StartError {
     EncryptionKey { path: PathBuf, reason: String },
     #[error("tokens.refresh_store")]
     TokenStore(#[from] crate::oauth::store::StoreError),
+    #[error("identity_providers")]
+    IdentityProviders(#[from] crate::auth::external::ExternalError),
     #[cfg(unix)]
     #[error("admin interface")]
     Admin(#[from] crate::admin::AdminError),
@@ -176,7 +179,18 @@ impl Server {
         )?);
         let cluster = Arc::new(settings.cluster.clone());
         let store = Store::new(cluster.devices.len(), settings.limits.max_bindings);
-        let registrar = Registrar::new(cluster.clone(), store.clone(), tokens.clone());
+        // Outside issuers: files are read and JWKS URLs fetched once now (an unreachable one is
+        // retried in the background, not fatal).
+        let outside = if settings.identity_providers.is_empty() {
+            None
+        } else {
+            Some(ExternalIssuers::load(settings.identity_providers.clone(), state_dir).await?)
+        };
+        let authenticators = Arc::new(Authenticators {
+            cluster: tokens.clone(),
+            outside: outside.clone(),
+        });
+        let registrar = Registrar::new(cluster.clone(), store.clone(), authenticators);
 
         let token_store = TokenStore::open(
             &Settings::resolve(state_dir, &settings.tokens.refresh_store),
@@ -294,6 +308,9 @@ impl Server {
             max_headers: settings.limits.max_headers,
         };
         tasks.spawn(store.purge_task(cancel.child_token()));
+        if let Some(outside) = &outside {
+            tasks.spawn(outside.refresh_task(cancel.child_token()));
+        }
         let process_permits = Arc::new(tokio::sync::Semaphore::new(connection_budget(
             settings.limits.max_connections,
             listeners.len(),

@@ -104,6 +104,7 @@
 
 pub mod authority;
 mod cache;
+pub mod external;
 mod jose;
 pub mod keys;
 
@@ -160,6 +161,9 @@ pub enum AuthError {
     /// `iss` is not this cluster.
     #[error("token issued by another cluster")]
     WrongIssuer,
+    /// `aud` names none of the accepted audiences (outside issuers).
+    #[error("token for another audience")]
+    WrongAudience,
     /// A valid token of the wrong kind (a refresh token presented as an access token, or the
     /// reverse).
     #[error("wrong token type")]
@@ -185,9 +189,37 @@ impl AuthError {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
             Self::WrongType => "wrong_type",
             Self::Revoked => "revoked",
             Self::Internal => "internal",
+        }
+    }
+}
+
+/// The registrar's credential check: the cluster's own tokens first, then outside issuers.
+///
+/// The cluster's tokens go first because their cache answers the common case (a Jabber
+/// refresh) with one lookup; an outside token costs the cluster's check a header parse (its
+/// `kid` is not ours) before it is routed by issuer. Outside tokens are not revocable here:
+/// their issuer decides their life.
+pub struct Authenticators {
+    pub cluster: Arc<TokenAuthority>,
+    pub outside: Option<Arc<external::ExternalIssuers>>,
+}
+
+impl Authenticator for Authenticators {
+    fn authenticate(&self, token: &str, now_unix: u64) -> Result<Identity, AuthError> {
+        match self.cluster.authenticate(token, now_unix) {
+            Err(e @ (AuthError::UnknownKey | AuthError::Malformed | AuthError::BadAlgorithm)) => {
+                match &self.outside {
+                    Some(outside) if outside.handles(token) => {
+                        outside.authenticate(token, now_unix)
+                    }
+                    _ => Err(e),
+                }
+            }
+            answer => answer,
         }
     }
 }
@@ -251,6 +283,7 @@ mod reason_tests {
             AuthError::Expired,
             AuthError::NotYetValid,
             AuthError::WrongIssuer,
+            AuthError::WrongAudience,
             AuthError::WrongType,
             AuthError::Revoked,
             AuthError::Internal,
@@ -261,7 +294,7 @@ mod reason_tests {
             assert!(r.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{r}");
             assert!(seen.insert(r), "duplicate reason {r}");
         }
-        assert_eq!(all.len(), 11, "a new variant belongs in this list");
+        assert_eq!(all.len(), 12, "a new variant belongs in this list");
         assert_eq!(AuthError::Expired.reason(), "expired");
         assert_eq!(AuthError::BadCiphertext.reason(), "bad_ciphertext");
         assert_eq!(AuthError::NotYetValid.reason(), "not_yet_valid");

@@ -31,6 +31,9 @@ pub struct Settings {
     pub limits: Limits,
     pub tls: TlsFiles,
     pub tokens: TokenSettings,
+    /// Outside issuers whose signed JWTs are accepted besides the cluster's own tokens;
+    /// checked when loaded ([`crate::auth::external::ExternalIssuers::load`]).
+    pub identity_providers: Vec<crate::auth::external::IssuerConfig>,
 }
 
 /// Limits on what one peer can make the daemon hold; see README "Limits".
@@ -376,6 +379,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
             leeway_secs: raw.tokens.leeway_secs,
             cache_entries: raw.tokens.cache_entries,
         },
+        identity_providers: raw.identity_providers,
     })
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Config {
     pub(super) expressway_c: Vec<Expressway>,
     #[serde(default)]
     pub(super) app_users: Vec<AppUser>,
+    #[serde(default)]
+    pub(super) identity_providers: Vec<crate::auth::external::IssuerConfig>,
 }
 
 #[derive(Debug, Deserialize)]

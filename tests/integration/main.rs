@@ -12,6 +12,7 @@ mod errors;
 mod jose;
 mod mtls;
 mod oauth;
+mod outside_idp;
 mod port_rules;
 mod register;
 mod streams;

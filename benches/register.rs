@@ -14,11 +14,14 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, Criterion};
+use sha2::Digest;
 use sip_oauth_registrar::auth::{AuthOptions, Authenticator, TokenAuthority};
 use sip_oauth_registrar::cluster::{DeviceId, NodeId};
 use sip_oauth_registrar::config::{LAB_CONFIG, Settings};
 use sip_oauth_registrar::net::ListenerKind;
 use sip_oauth_registrar::net::{Peer, Transport};
+use sip_oauth_registrar::oauth::store::{RefreshRecord, TokenStore};
+use sip_oauth_registrar::oauth::{KeyFiles, TokenService};
 use sip_oauth_registrar::pki::generate_rsa_signing_key_pem;
 use sip_oauth_registrar::registrar::{Registrar, Store};
 use sip_oauth_registrar::sip;
@@ -63,15 +66,22 @@ const BUDGET_NS_PER_REFRESH: f64 = 10_000.0;
 const BUDGET_BYTES_PER_BINDING: f64 = 512.0;
 
 /// Every benchmark, in the order of the ratio table printed at the end.
-const BENCHES: [&str; 8] = [
+const BENCHES: [&str; 15] = [
     "baseline/copy",
     "baseline/rsip_parse",
+    "baseline/sha256_token",
     "register/parse",
     "register/challenge",
     "register/port_mismatch",
     "register/refresh_cached_token",
     "register/refresh_cached_token_remotecc",
     "register/first_token_validation",
+    "tokens/validate_cached",
+    "tokens/validate_cold",
+    "tokens/issue_access",
+    "tokens/issue_refresh",
+    "tokens/refresh_grant",
+    "tokens/password_check",
 ];
 
 /// One configured Jabber device, its owner and its token.
@@ -189,6 +199,10 @@ fn cluster_toml(devices: &[Device]) -> String {
 struct Fixture {
     registrar: Registrar,
     tokens: Arc<TokenAuthority>,
+    /// The same keys without a cache: every validation is a cold one.
+    uncached: TokenAuthority,
+    /// The token service over `tokens`, with an in-memory refresh-token store.
+    service: TokenService,
     /// Warm-up devices first, then the measured ones.
     devices: Vec<Device>,
     /// 5090, TLS.
@@ -208,17 +222,29 @@ impl Fixture {
         let settings = Settings::from_toml(&config).expect("generated config is valid");
         let parse = parse.elapsed();
         let cluster = Arc::new(settings.cluster.clone());
-        let tokens = Arc::new(
+        let encryption_key = sip_oauth_registrar::auth::generate_encryption_key();
+        let authority = |cache_capacity| {
             TokenAuthority::new(
                 &cluster.params.uuid,
                 &pem,
-                &sip_oauth_registrar::auth::generate_encryption_key(),
+                &encryption_key,
                 AuthOptions {
                     leeway_secs: settings.tokens.leeway_secs,
-                    cache_capacity: settings.tokens.cache_entries,
+                    cache_capacity,
                 },
             )
-            .expect("token authority"),
+            .expect("token authority")
+        };
+        let tokens = Arc::new(authority(settings.tokens.cache_entries));
+        let uncached = authority(0);
+        let service = TokenService::new(
+            Arc::new(Settings::lab().expect("lab config").cluster),
+            tokens.clone(),
+            TokenStore::in_memory(),
+            KeyFiles {
+                signing: PathBuf::new(),
+                encryption: PathBuf::new(),
+            },
         );
         assert!(
             settings.tokens.cache_entries >= 4 * total && settings.limits.max_bindings >= total,
@@ -252,6 +278,8 @@ impl Fixture {
         Self {
             registrar,
             tokens,
+            uncached,
+            service,
             devices,
             oauth: peer(ListenerKind::OAuth, 62162),
             legacy: peer(ListenerKind::SipSecure, 62162),
@@ -467,6 +495,11 @@ fn benches(c: &mut Criterion, fx: &Fixture) {
         let mut reqs = Rotation::new(&refresh);
         b.iter(|| rsip::Request::try_from(&black_box(reqs.next())[..]));
     });
+    // The floor of a cached validation: the cache is keyed by this digest.
+    g.bench_function("sha256_token", |b| {
+        let mut devices = Rotation::new(&fx.devices);
+        b.iter(|| sha2::Sha256::digest(black_box(devices.next().token.as_bytes())));
+    });
     g.finish();
 
     let mut g = c.benchmark_group("register");
@@ -514,6 +547,77 @@ fn benches(c: &mut Criterion, fx: &Fixture) {
             |req| fx.registrar.handle(req, &fx.oauth),
             BatchSize::SmallInput,
         );
+    });
+    g.finish();
+    token_benches(c, fx);
+}
+
+/// The token service: what one validation, issue and refresh grant cost, without SIP.
+fn token_benches(c: &mut Criterion, fx: &Fixture) {
+    let now = unix_now();
+    let client = "C".to_owned() + &"ab".repeat(32);
+    // A refresh token bound to a lab user (the service's cluster is the lab's).
+    let refresh = fx
+        .tokens
+        .issue_refresh(&client, TOKEN_TTL_SECS, now)
+        .expect("issue refresh");
+    fx.service
+        .store()
+        .insert(RefreshRecord {
+            tid: refresh.token_id.clone(),
+            user: "rado".into(),
+            client_id: client.clone(),
+            issued_at: now,
+            expires_at: refresh.expires_at,
+            revoked_at: None,
+        })
+        .expect("in-memory insert");
+    assert!(fx.service.refresh(&refresh.token, &client).is_ok());
+    let lab_hash = Settings::lab().expect("lab config").cluster.users[0]
+        .password_hash
+        .clone()
+        .expect("lab users have passwords");
+
+    let mut g = c.benchmark_group("tokens");
+    g.sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.bench_function("validate_cached", |b| {
+        let mut devices = Rotation::new(&fx.devices);
+        b.iter(|| {
+            fx.tokens
+                .authenticate(black_box(&devices.next().token), now)
+        });
+    });
+    g.bench_function("validate_cold", |b| {
+        let mut devices = Rotation::new(&fx.devices);
+        b.iter(|| {
+            fx.uncached
+                .authenticate(black_box(&devices.next().token), now)
+        });
+    });
+    g.bench_function("issue_access", |b| {
+        b.iter(|| {
+            fx.tokens
+                .issue(black_box("rado"), &client, TOKEN_TTL_SECS, now)
+        });
+    });
+    g.bench_function("issue_refresh", |b| {
+        b.iter(|| {
+            fx.tokens
+                .issue_refresh(black_box(&client), TOKEN_TTL_SECS, now)
+        });
+    });
+    // Verify the refresh token (RSA), look it up, sign a new access token (RSA + AES).
+    g.bench_function("refresh_grant", |b| {
+        b.iter(|| fx.service.refresh(black_box(&refresh.token), &client));
+    });
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(2));
+    // argon2id as configured (m=19 MiB, t=2): what the password grant and the login form cost.
+    g.bench_function("password_check", |b| {
+        b.iter(|| sip_oauth_registrar::oauth::password::verify(&lab_hash, black_box("lab")));
     });
     g.finish();
 }

@@ -68,7 +68,7 @@
 //!
 //! # Cache
 //!
-//! Like [`super::jwt`]: SHA-256 digest of the token text → [`Identity`], at most
+//! Like the cluster's tokens ([`super::authority`]), but over the whole token text: SHA-256 digest of the token text → [`Identity`], at most
 //! [`CACHE_CAPACITY`] entries over all issuers, only verified tokens inserted, expired ones dropped
 //! first when full, then arbitrary ones down to 7/8. Each entry records the generation of its
 //! issuer's key set; a refresh that removes or changes a key bumps the generation, so tokens

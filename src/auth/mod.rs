@@ -4,8 +4,9 @@
 //! The SIP layer strips the `Bearer token="..."` / `Bearer ...` wrapper and hands the bare token to
 //! an [`Authenticator`], which answers with an [`Identity`] or a typed [`AuthError`] whose
 //! [`AuthError::reason`] is a stable code for logs and metrics. [`TokenAuthority`] issues and
-//! verifies UCM-format tokens (spec section 7); outside identity providers (JWKS) are meant to
-//! arrive as further implementations of the same trait. Key problems (loading, rotating,
+//! verifies UCM-format tokens (spec section 7); [`external::ExternalIssuers`] verifies plain JWTs
+//! of outside identity providers; [`Authenticators`] puts the two behind the one trait the
+//! registrar calls. Key problems (loading, rotating,
 //! signing) are [`KeyError`]s, kept apart from the per-request [`AuthError`] because they are
 //! operator errors, not client errors.
 //!
@@ -17,6 +18,7 @@
 //! | `jose` | the wire format: compact JWS/JWE encode and decode, pure functions |
 //! | `cache` | the verified-token cache and the revocation table (one lock) |
 //! | [`authority`] | [`TokenAuthority`]: claims, validation order, rotation, revocation |
+//! | [`external`] | outside issuers: PEM, JWKS file or JWKS URL (fetched, cached, refreshed) |
 //!
 //! # Token format
 //!
@@ -58,8 +60,8 @@
 //!
 //! 1. Shape: at most [`MAX_TOKEN_LEN`] bytes, three non-empty dot-separated parts, else
 //!    `Malformed` (before anything is hashed or decoded).
-//! 2. Cache lookup by the SHA-256 digest of the token text; a hit only re-checks expiry: no RSA,
-//!    no AES, no JSON.
+//! 2. Cache lookup by the SHA-256 digest of the signature segment (see `cache::TokenDigest` for
+//!    why that is enough); a hit only re-checks expiry: no RSA, no AES, no JSON.
 //! 3. JWS header only: `alg` must be RS256 (anything else, `none` and `HS256` included, is
 //!    `BadAlgorithm`, so the RSA public key can never serve as an HMAC secret; an unparseable
 //!    header is `Malformed`); no `crit`; `kid` must be the current signing key's
@@ -79,8 +81,8 @@
 //!
 //! # Cache
 //!
-//! A map from the SHA-256 digest of the token text (32 bytes, not the ~1.6 KB token) to its
-//! [`Identity`], behind one `std::sync::Mutex` held only for a lookup, an insert or an O(len)
+//! A map from the SHA-256 digest of the token's signature segment (32 bytes, not the ~1.6 KB
+//! token) to its [`Identity`], behind one `std::sync::Mutex` held only for a lookup, an insert or an O(len)
 //! pass, never across RSA, AES or an `.await`. A Jabber refresh every 120 s thus costs one
 //! SHA-256 and one lookup. Only tokens that passed every check are inserted, so invalid tokens
 //! cannot fill it. It holds at most `cache_capacity` entries (0 disables caching); a full insert

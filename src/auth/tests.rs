@@ -596,6 +596,25 @@ fn revoke_one_client() {
 }
 
 #[test]
+fn a_reused_signature_gets_the_original_identity_or_nothing() {
+    let a = authority();
+    let alice = a.issue("alice", CCID, 3600, NOW).unwrap().token;
+    let bob = a.issue("bob", CCID, 3600, NOW).unwrap().token;
+    // Bob's header and payload under alice's signature segment.
+    let signature = alice.rsplit('.').next().unwrap();
+    let (bob_signed, _) = bob.rsplit_once('.').unwrap();
+    let spliced = format!("{bob_signed}.{signature}");
+    // Not yet cached: the signature check refuses it.
+    assert_eq!(a.authenticate(&spliced, NOW), Err(AuthError::BadSignature));
+    // Cached: the hit is alice's verified entry, never bob's unverified claims.
+    assert_eq!(&*a.authenticate(&alice, NOW).unwrap().user, "alice");
+    assert_eq!(&*a.authenticate(&spliced, NOW).unwrap().user, "alice");
+    // And it goes with alice's entry: revoked with her.
+    a.revoke("alice", None, NOW + 1);
+    assert_eq!(a.authenticate(&spliced, NOW), Err(AuthError::BadSignature));
+}
+
+#[test]
 fn a_verification_racing_a_revocation_is_not_cached() {
     let a = authority();
     let t = a.issue("alice", CCID, 3600, NOW).unwrap().token;

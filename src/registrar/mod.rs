@@ -381,11 +381,25 @@ impl Registrar {
         };
         // No UCM text exists for a bad or expired token: re-challenge, and the client
         // refreshes its token (spec §4).
+        // A refused credential is logged at `info` (a lab user wants to see why a client is
+        // re-challenged); a missing one is the normal first step and stays at `debug`.
+        let refused = |reason: &'static str| {
+            tracing::info!(
+                %peer.addr,
+                device = &*self.cluster.device(device).name,
+                reason,
+                "credential refused"
+            );
+        };
         let identity = self
             .auth
             .authenticate(&token, unix_now())
-            .map_err(|e: AuthError| challenge(e.reason()))?;
+            .map_err(|e: AuthError| {
+                refused(e.reason());
+                challenge(e.reason())
+            })?;
         let forbidden = |reason: &'static str, text: &'static str| {
+            refused(reason);
             let reply = Reply::new(403, "Forbidden").header("Warning", self.warning(peer, text));
             Outcome::new(reply, reason).device(device)
         };

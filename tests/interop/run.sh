@@ -28,6 +28,8 @@ missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ((${#missing[@]})); then
   say "interop: installing ${missing[*]}"
   sudo=()
@@ -201,6 +203,7 @@ for attempt in 1 2 3 4 5; do
   SIP_PORT=$(cfg sip_port)
   OAUTH_PORT=$(cfg sip_oauth_port)
   MRA_PORT=$(cfg sip_mra_oauth_port)
+  HTTPS_PORT=$(cfg https_port)
   [ -n "$N1_ADDR" ] && [ -n "$N2_ADDR" ] && [ -n "$SIP_PORT" ] && [ -n "$OAUTH_PORT" ] &&
     [ -n "$MRA_PORT" ] || die "cannot read node addresses and ports from $CFG"
   if start_daemon; then
@@ -383,7 +386,52 @@ case_a() {
     say "    token issue failed: $(tail -n 3 "$WORK/token.err")"
     return 1
   }
-  sipp_run a-oauth "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-register.xml -key token "$tok"
+  sipp_run a-oauth "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-register.xml -key token "$tok" \
+    -key device CSFrado -key dn 1010 -key line a8ae9f92-4b07-a0d7-d701-29320aed1e2e
+}
+
+# f. A scripted client that knows only the user, its password and the lab CA: curl gets tokens
+#    from the token service on HTTPS (password grant), SIPp registers with the access token
+#    (407, 200), curl refreshes it; after revocation (HTTP Basic admin:lab) the refresh grant
+#    answers invalid_grant.
+case_f() {
+  local url="https://$N1_ADDR:$HTTPS_PORT" client tok refresh answer
+  client=C$(printf '%064d' 42)
+  curl_token() {
+    timeout 20 curl -sS --cacert "$CERTS/lab-ca.pem" "$url/ssosp/oauth/token" "$@" \
+      2>>"$WORK/curl.err"
+  }
+  json() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', ''))"; }
+  answer=$(curl_token -d grant_type=password -d username=bob -d password=lab \
+    -d client_id="$client" -d scope=UnifiedCommunications:readwrite) || {
+    say "    curl failed: $(tail -n 3 "$WORK/curl.err")"
+    return 1
+  }
+  tok=$(json access_token <<<"$answer")
+  refresh=$(json refresh_token <<<"$answer")
+  [ -n "$tok" ] && [ -n "$refresh" ] || {
+    say "    password grant: $answer"
+    return 1
+  }
+  say "    password grant: access token ${#tok} B, refresh token ${#refresh} B"
+  # bob's 8861 with the OAuth profile (the lab's other OAuth devices are cases a and d's)
+  sipp_run f-oauth "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-register.xml -key token "$tok" \
+    -key device SEP001122334455 -key dn 2002 -key line 5c1d9e0a-7b3f-4c2e-9a8d-6e5f4a3b2c02 || return 1
+  answer=$(curl_token -d grant_type=refresh_token -d refresh_token="$refresh" -d client_id="$client")
+  [ -n "$(json access_token <<<"$answer")" ] || {
+    say "    refresh grant: $answer"
+    return 1
+  }
+  say "    refresh grant: new access token"
+  answer=$(timeout 20 curl -sS --cacert "$CERTS/lab-ca.pem" -u admin:lab \
+    "$url/ssosp/token/revoke?user_id=bob" 2>>"$WORK/curl.err")
+  say "    revoke: $answer"
+  answer=$(curl_token -d grant_type=refresh_token -d refresh_token="$refresh" -d client_id="$client")
+  [ "$(json error <<<"$answer")" = invalid_grant ] || {
+    say "    refresh after revocation: $answer"
+    return 1
+  }
+  say "    refresh after revocation: invalid_grant"
 }
 
 # b. The same Jabber device on the legacy SIP port (UDP): 403 port mismatch.
@@ -462,6 +510,7 @@ case_e3() {
 }
 
 run_case "a: OAuth port 5090 over TLS (SIPp+stunnel): 407 Bearer, 200 with token, refresh" case_a
+run_case "f: curl password grant on 8443, SIPp registers on 5090 with it, refresh, revoke" case_f
 run_case "b: OAuth device on legacy port 5060/UDP: 403 SIP OAuth Registration port Mismatch" case_b
 run_case "c: non-secure legacy device on port 5060/UDP, node 2: 200 without credentials" case_c
 run_case "d: MRA port 5091 mutual TLS with Expressway-C certificate: 407, 200 with token" case_d

@@ -42,8 +42,13 @@ The lab cluster's devices (user -> device, line, profile):
   bob   -> SEP0011223344AA  2003  Cisco 8861, encrypted, certificate on 5061, no OAuth
   bob   -> SIPlegacy1       3001  third-party, non-secure, no credentials on 5060
   mallory (inactive) -> CSFmallory 2099
+Every user's password is `lab`; the application user `admin` (password `lab`) may revoke tokens.
 
-Example: sip-oauth-registrar token issue --user rado --device CSFrado";
+Examples:
+  sip-oauth-registrar token issue --user rado --device CSFrado
+  curl --cacert <state-dir>/certs/lab-ca.pem https://127.0.0.1:8443/ssosp/oauth/token \\
+    -d grant_type=password -d username=rado -d password=lab -d client_id=C$(printf '%064d' 1)
+  sip-oauth-registrar cli -c \"show key authz signing\"";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -243,6 +248,13 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
             Err(e) => problems.push(e.to_string()),
         }
     }
+    let encryption = match encryption_key(&settings, &state) {
+        Ok(k) => k,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            [0; 32]
+        }
+    };
     let key = Settings::resolve(&state, &settings.tokens.signing_key);
     if key.exists() {
         match std::fs::read_to_string(&key)
@@ -251,11 +263,15 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
                 Ok(TokenAuthority::new(
                     &c.params.uuid,
                     &pem,
-                    &encryption_key(&settings, &state)?,
+                    &encryption,
                     token_options(&settings),
                 )?)
             }) {
-            Ok(t) => println!("token signing key ok (hash {})", t.key_hash()),
+            Ok(t) => println!(
+                "token keys ok (signing hash {}, encryption hash {})",
+                t.key_hash(),
+                t.encryption_key_hash()
+            ),
             Err(e) => problems.push(format!("tokens.signing_key ({}): {e:#}", key.display())),
         }
     } else {
@@ -263,6 +279,23 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
             "token signing key not created yet: `serve` creates {}",
             key.display()
         );
+    }
+    if !settings.identity_providers.is_empty() {
+        // Files are checked and JWKS URLs fetched (an unreachable URL is a warning, as at start).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let issuers = settings.identity_providers.clone();
+        match runtime.block_on(sip_oauth_registrar::auth::external::ExternalIssuers::load(
+            issuers, &state,
+        )) {
+            Ok(_) => println!(
+                "{} identity provider(s) ok",
+                settings.identity_providers.len()
+            ),
+            Err(e) => problems.push(format!("identity_providers: {e}")),
+        }
     }
     if !problems.is_empty() {
         bail!(

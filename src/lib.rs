@@ -20,7 +20,8 @@
 //! | [`pki`] | lab certificates and keys, made on first start |
 //! | [`admin`] | UCM's `admin:` CLI: command table, local admin socket (Unix), `cli` client |
 //!
-//! `sip`, `policy`, `auth`, `registrar` and `cluster` never touch sockets.
+//! `sip`, `policy`, `registrar` and `cluster` never touch sockets; in `auth`, only `external`
+//! does (its JWKS fetch, in a background task, never on the request path).
 
 #![forbid(unsafe_code)]
 

@@ -358,6 +358,11 @@ fn issue_token(
         token_options(&settings),
     )?;
     let ttl = ttl.unwrap_or_else(|| u64::from(c.params.access_token_expiry_minutes) * 60);
+    // A revocation is remembered this long; a token living longer would outlive it.
+    let horizon = server::revocation_horizon(c);
+    if ttl > horizon {
+        bail!("--ttl {ttl} is longer than the {horizon} s a revocation is remembered");
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let issued = tokens.issue(user, &client_id(device), ttl, now)?;
     eprintln!(

@@ -72,12 +72,12 @@ pub async fn bind(state_dir: &Path, ops: Arc<dyn Operations>) -> Result<AdminLis
         })?;
     let secret = random_secret()?;
     let secret_path = state_dir.join(SECRET_FILE);
-    write_private_file(&secret_path, format!("{secret}\n").as_bytes()).map_err(|source| {
-        AdminError::Io {
+    crate::pki::write_private_file(&secret_path, format!("{secret}\n").as_bytes()).map_err(
+        |source| AdminError::Io {
             path: secret_path,
             source,
-        }
-    })?;
+        },
+    )?;
     Ok(AdminListener {
         listener,
         identity: (meta.dev(), meta.ino()),
@@ -206,17 +206,9 @@ fn authorized(headers: &HeaderMap, secret: &str) -> bool {
     else {
         return false;
     };
-    constant_time_eq(presented, secret.as_bytes())
-}
-
-/// Compares without an early exit, so the time taken does not tell how many leading bytes
-/// matched. The length is not secret (always 64).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    // Constant time, so the time taken does not tell how many leading bytes matched. The
+    // length is not secret (always 64).
+    aws_lc_rs::constant_time::verify_slices_are_equal(presented, secret.as_bytes()).is_ok()
 }
 
 /// A socket file with nobody behind it is what a killed daemon leaves: remove it. One that
@@ -252,15 +244,10 @@ async fn remove_stale_socket(path: &Path) -> Result<(), AdminError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), AdminError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| AdminError::Io {
-            path: dir.into(),
-            source,
-        })
+    crate::pki::create_private_dir(dir).map_err(|source| AdminError::Io {
+        path: dir.into(),
+        source,
+    })
 }
 
 /// 32 bytes from the operating system's CSPRNG (through the crypto provider we already
@@ -275,33 +262,4 @@ fn random_secret() -> Result<String, AdminError> {
             source: io::Error::other("the system random number generator failed"),
         })?;
     Ok(hex::encode(bytes))
-}
-
-/// Writes `contents` to a mode-0600 temporary file beside `path`, syncs it and renames it over
-/// `path`: a reader sees the old secret or the new one, never a partial or readable-by-others
-/// file. (`pki`'s writer refuses to replace files; this one must.)
-fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!(
-        ".{SECRET_FILE}.tmp-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ));
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(contents)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        // Best effort: the temporary file may not exist if open itself failed.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -118,6 +118,13 @@ pub use authority::{
 pub use cache::CacheStats;
 pub use keys::{ENCRYPTION_KEY_LEN, generate_encryption_key};
 
+/// The wall clock in unix seconds (0 before 1970), as tokens count time.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Who a valid credential names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -73,6 +73,9 @@ pub struct TokenSettings {
     pub encryption_key: PathBuf,
     /// Append-only log of issued refresh tokens and revocations.
     pub refresh_store: PathBuf,
+    /// `redirect_uri`s the authorization endpoint sends tokens and codes to, besides loopback
+    /// `http` URIs and private-use schemes (RFC 8252), which are always allowed.
+    pub redirect_uris: Vec<String>,
     pub leeway_secs: u64,
     pub cache_entries: usize,
 }
@@ -318,6 +321,14 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         0,
         3600,
     );
+    for (i, uri) in raw.tokens.redirect_uris.iter().enumerate() {
+        if !crate::oauth::service::is_redirect_uri(uri) {
+            problems.push(
+                format!("tokens.redirect_uris[{i}]"),
+                "must be an absolute URI without a fragment",
+            );
+        }
+    }
     if raw.tls.tomcat_trust.is_empty() {
         problems.push(
             "tls.tomcat_trust",
@@ -376,6 +387,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
             signing_key: raw.tokens.signing_key,
             encryption_key: raw.tokens.encryption_key,
             refresh_store: raw.tokens.refresh_store,
+            redirect_uris: raw.tokens.redirect_uris,
             leeway_secs: raw.tokens.leeway_secs,
             cache_entries: raw.tokens.cache_entries,
         },

@@ -119,6 +119,7 @@ pub(super) struct Tokens {
     pub(super) signing_key: PathBuf,
     pub(super) encryption_key: PathBuf,
     pub(super) refresh_store: PathBuf,
+    pub(super) redirect_uris: Vec<String>,
     pub(super) leeway_secs: u64,
     pub(super) cache_entries: usize,
 }
@@ -129,6 +130,7 @@ impl Default for Tokens {
             signing_key: "keys/authz-signing.pem".into(),
             encryption_key: "keys/authz-encryption.key".into(),
             refresh_store: "tokens/refresh-tokens.jsonl".into(),
+            redirect_uris: Vec::new(),
             leeway_secs: 5,
             cache_entries: 100_000,
         }

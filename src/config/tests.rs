@@ -334,6 +334,7 @@ fn lab_limits_tls_and_tokens() {
             signing_key: "keys/authz-signing.pem".into(),
             encryption_key: "keys/authz-encryption.key".into(),
             refresh_store: "tokens/refresh-tokens.jsonl".into(),
+            redirect_uris: vec!["https://client.example/cb".into()],
             leeway_secs: 5,
             cache_entries: 100_000,
         }
@@ -1251,11 +1252,19 @@ fn defaults_apply_when_optional_keys_are_omitted() {
         }
     );
 
-    // The lab file spells out the defaults, so both must agree.
+    // The lab file spells out the defaults, so both must agree (but for the redirect URI the
+    // lab lists for its examples).
     let lab = lab();
     assert_eq!(s.limits, lab.limits);
     assert_eq!(s.tls, lab.tls);
-    assert_eq!(s.tokens, lab.tokens);
+    assert!(s.tokens.redirect_uris.is_empty());
+    assert_eq!(
+        TokenSettings {
+            redirect_uris: Vec::new(),
+            ..lab.tokens
+        },
+        s.tokens
+    );
 
     assert!(s.cluster.profiles.is_empty());
     assert!(s.cluster.users.is_empty());

@@ -107,14 +107,14 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match token_grant(&service, &headers, &body).await {
+    match token_grant(service, &headers, &body).await {
         Ok(grant) => token_answer(&grant),
         Err(e) => error_answer(&e),
     }
 }
 
 async fn token_grant(
-    service: &TokenService,
+    service: Arc<TokenService>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Grant, OAuthError> {
@@ -149,7 +149,15 @@ async fn token_grant(
                 .await?;
             service.grant(user, client_id).await
         }
-        "refresh_token" => service.refresh(p.required("refresh_token")?, client_id),
+        "refresh_token" => {
+            // Two RSA operations and a store lookup: off the async workers, like the rest of
+            // the token service's blocking work.
+            let token = p.required("refresh_token")?.to_owned();
+            let client_id = client_id.to_owned();
+            tokio::task::spawn_blocking(move || service.refresh(&token, &client_id))
+                .await
+                .map_err(|e| OAuthError::new("server_error", e.to_string()))?
+        }
         "authorization_code" => {
             if !service.refresh_login_flow() {
                 return Err(OAuthError::new(
@@ -256,13 +264,16 @@ enum AuthProblem {
     },
 }
 
-fn check_authorization(p: &Params, flow: bool) -> Result<AuthRequest, AuthProblem> {
+fn check_authorization(p: &Params, service: &TokenService) -> Result<AuthRequest, AuthProblem> {
+    let flow = service.refresh_login_flow();
     let page = |e: OAuthError| AuthProblem::Page(e.description);
     let client_id = client_id(p).map_err(page)?.to_owned();
     let redirect_uri = p.required("redirect_uri").map_err(page)?;
-    if redirect_uri.len() > MAX_PARAM_LEN || !is_redirect_uri(redirect_uri) {
+    if redirect_uri.len() > MAX_PARAM_LEN || !service.redirect_allowed(redirect_uri) {
         return Err(AuthProblem::Page(
-            "redirect_uri must be an absolute URI without a fragment".into(),
+            "redirect_uri must be an absolute URI without a fragment, and either listed in \
+             tokens.redirect_uris, an http URI on a loopback address, or a private-use scheme"
+                .into(),
         ));
     }
     let redirect_uri = redirect_uri.to_owned();
@@ -320,27 +331,6 @@ fn check_authorization(p: &Params, flow: bool) -> Result<AuthRequest, AuthProble
     })
 }
 
-/// An absolute URI (RFC 3986 scheme `:` rest), printable, without a fragment. Custom schemes
-/// (native apps) are allowed; `http(s)` needs a host.
-fn is_redirect_uri(uri: &str) -> bool {
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return false;
-    };
-    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-    scheme_ok
-        && !rest.is_empty()
-        && !uri.contains('#')
-        && uri.bytes().all(|b| b.is_ascii_graphic())
-        && (!web
-            || rest
-                .strip_prefix("//")
-                .is_some_and(|h| !h.is_empty() && !h.starts_with('/')))
-}
-
 async fn authorize_form(
     State(service): State<Arc<TokenService>>,
     RawQuery(query): RawQuery,
@@ -349,7 +339,7 @@ async fn authorize_form(
         Ok(p) => p,
         Err(e) => return bad_page(&e.description),
     };
-    match check_authorization(&p, service.refresh_login_flow()) {
+    match check_authorization(&p, &service) {
         Ok(_) => login_page(StatusCode::OK, &p, None),
         Err(problem) => problem_answer(problem),
     }
@@ -360,7 +350,7 @@ async fn authorize_login(State(service): State<Arc<TokenService>>, body: Bytes) 
         Ok(p) => p,
         Err(e) => return bad_page(&e.description),
     };
-    let request = match check_authorization(&p, service.refresh_login_flow()) {
+    let request = match check_authorization(&p, &service) {
         Ok(r) => r,
         Err(problem) => return problem_answer(problem),
     };
@@ -379,14 +369,17 @@ async fn authorize_login(State(service): State<Arc<TokenService>>, body: Bytes) 
         Err(e) => return error_answer(&e),
     };
     let outcome = if request.implicit {
-        service.grant(user, &request.client_id).await.map(|g| {
-            vec![
-                ("access_token", g.access.token),
-                ("token_type", "Bearer".to_owned()),
-                ("expires_in", g.expires_in.to_string()),
-                ("scope", SCOPE.to_owned()),
-            ]
-        })
+        service
+            .implicit_grant(user, &request.client_id)
+            .await
+            .map(|g| {
+                vec![
+                    ("access_token", g.access.token),
+                    ("token_type", "Bearer".to_owned()),
+                    ("expires_in", g.expires_in.to_string()),
+                    ("scope", SCOPE.to_owned()),
+                ]
+            })
     } else {
         let authorization = Authorization {
             client_id: request.client_id.clone(),
@@ -500,7 +493,17 @@ fn login_page(status: StatusCode, p: &Params, error: Option<&str>) -> Response {
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label>\n\
          <button type=\"submit\">Sign In</button>\n</form></body></html>\n"
     );
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            // A login form must not be framed by another site (clickjacking).
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+        ],
+        Html(html),
+    )
+        .into_response()
 }
 
 /// Text for HTML element content and double-quoted attribute values.
@@ -604,6 +607,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
+    use crate::oauth::service::{is_allowed_redirect, is_redirect_uri};
+
     #[test]
     fn redirect_uris() {
         for good in [
@@ -625,6 +630,35 @@ mod tests {
             "javascript",
         ] {
             assert!(!is_redirect_uri(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allowed_redirects() {
+        let listed = vec!["https://client.example/cb".to_owned()];
+        for ok in [
+            "https://client.example/cb",
+            "http://127.0.0.1:8080/cb?x=1",
+            "http://127.5.6.7/cb",
+            "http://[::1]:9/cb",
+            "http://localhost:1234/",
+            "com.cisco.jabber:/oauth",
+            "jabber://callback",
+        ] {
+            assert!(is_allowed_redirect(ok, &listed), "{ok}");
+        }
+        for refused in [
+            "https://client.example/cb2",
+            "https://evil.example/",
+            "http://evil.example/",
+            "http://127.0.0.1.evil.example/",
+            "http://user@127.0.0.1:80@evil.example/",
+            "http://10.0.0.1/cb",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "HTTPS://client.example/cb",
+        ] {
+            assert!(!is_allowed_redirect(refused, &listed), "{refused}");
         }
     }
 

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -28,7 +28,7 @@ use crate::auth::{AuthError, IssuedToken, KeyError, TokenAuthority};
 use crate::cluster::Cluster;
 
 /// The only scope UCM's tokens carry; requests may name it among others.
-pub const SCOPE: &str = "UnifiedCommunications:readwrite";
+pub use crate::auth::SCOPE;
 /// How long an authorization code may wait for its exchange (RFC 6749 §4.1.2 advises at most
 /// 10 minutes; a client exchanges it at once).
 pub const CODE_LIFETIME_SECS: u64 = 60;
@@ -37,8 +37,10 @@ const MAX_PENDING_CODES: usize = 10_000;
 /// Password checks running at once: each costs ~19 MiB and tens of milliseconds of a core,
 /// so a burst of logins must not starve the SIP path or exhaust memory.
 const PASSWORD_CHECKS: usize = 2;
-/// How long a login waits for a password check slot before `temporarily_unavailable`.
-const PASSWORD_QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// How long a login waits for a password check slot before `temporarily_unavailable`; well
+/// under the request timeout (`limits.message_timeout_ms`, 10 s by default), so a request is
+/// answered rather than cut off while it waits.
+const PASSWORD_QUEUE_WAIT: Duration = Duration::from_secs(4);
 
 /// An RFC 6749 §5.2 error (also used for §4.1.2.1 / §4.2.2.1 redirect errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,9 +144,14 @@ pub struct TokenService {
     store: Arc<TokenStore>,
     keys: KeyFiles,
     codes: Mutex<HashMap<String, PendingCode>>,
-    password_checks: Semaphore,
+    password_checks: Arc<Semaphore>,
+    /// One key regeneration at a time, whoever asks (two admin sessions, a cancelled request
+    /// whose blocking work still runs).
+    regen: Mutex<()>,
     /// Verified against for unknown users, so a failed login costs the same either way.
     decoy_hash: String,
+    /// `tokens.redirect_uris`.
+    redirect_uris: Vec<String>,
 }
 
 impl TokenService {
@@ -167,9 +174,22 @@ impl TokenService {
             store,
             keys,
             codes: Mutex::new(HashMap::new()),
-            password_checks: Semaphore::new(PASSWORD_CHECKS),
+            password_checks: Arc::new(Semaphore::new(PASSWORD_CHECKS)),
+            regen: Mutex::new(()),
             decoy_hash,
+            redirect_uris: Vec::new(),
         }
+    }
+
+    /// Allows these `redirect_uri`s besides loopback and private-use ones.
+    pub fn with_redirect_uris(mut self, uris: Vec<String>) -> Self {
+        self.redirect_uris = uris;
+        self
+    }
+
+    /// Whether the authorization endpoint may redirect to `uri` (see [`is_allowed_redirect`]).
+    pub fn redirect_allowed(&self, uri: &str) -> bool {
+        is_allowed_redirect(uri, &self.redirect_uris)
     }
 
     pub fn authority(&self) -> &Arc<TokenAuthority> {
@@ -232,29 +252,51 @@ impl TokenService {
     }
 
     async fn check_password(&self, phc: String, pass: &str) -> Result<bool, OAuthError> {
-        let permit = tokio::time::timeout(PASSWORD_QUEUE_WAIT, self.password_checks.acquire())
+        let permits = self.password_checks.clone();
+        let permit = tokio::time::timeout(PASSWORD_QUEUE_WAIT, permits.acquire_owned())
             .await
             .map_err(|_| {
                 OAuthError::new("temporarily_unavailable", "too many logins at once; retry")
             })?
             .map_err(OAuthError::server_error)?;
         let pass = pass.to_owned();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&phc, &pass))
-            .await
-            .map_err(OAuthError::server_error)?;
-        drop(permit);
-        Ok(ok)
+        // The permit goes with the work, not with this future: a request cut off by its timeout
+        // or its client leaves the check running, and that check must still count.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            password::verify(&phc, &pass)
+        })
+        .await
+        .map_err(OAuthError::server_error)
     }
 
     /// Access token (and, with the refresh login flow, a refresh token) for a logged-in user.
     pub async fn grant(&self, user: Arc<str>, client_id: &str) -> Result<Grant, OAuthError> {
+        self.issue_grant(user, client_id, true).await
+    }
+
+    /// The implicit grant: an access token only (RFC 6749 §4.2.2 issues no refresh token).
+    pub async fn implicit_grant(
+        &self,
+        user: Arc<str>,
+        client_id: &str,
+    ) -> Result<Grant, OAuthError> {
+        self.issue_grant(user, client_id, false).await
+    }
+
+    async fn issue_grant(
+        &self,
+        user: Arc<str>,
+        client_id: &str,
+        with_refresh: bool,
+    ) -> Result<Grant, OAuthError> {
         let now = unix_now();
         let ttl = self.access_ttl();
         let access = self
             .authority
             .issue(&user, client_id, ttl, now)
             .map_err(OAuthError::server_error)?;
-        let refresh = if self.refresh_login_flow() {
+        let refresh = if with_refresh && self.refresh_login_flow() {
             let refresh = self
                 .authority
                 .issue_refresh(client_id, self.refresh_ttl(), now)
@@ -439,6 +481,11 @@ impl TokenService {
     /// it, in force at once. Every outstanding token stops working: access tokens no longer
     /// verify or decrypt, and every refresh token is revoked. Returns the new key's hash.
     pub fn regen_key(&self, which: AuthzKey) -> Result<String, KeyRegenError> {
+        let _one_at_a_time = self.regen.lock().unwrap_or_else(PoisonError::into_inner);
+        // Revoke, rotate, revoke: the first revocation ends every refresh token before the new
+        // key exists (if it cannot be recorded, nothing changes); the second ends those a grant
+        // issued while the key was being replaced.
+        self.revoke_everything()?;
         match which {
             AuthzKey::Signing => {
                 let pem = crate::pki::generate_rsa_signing_key_pem()
@@ -455,16 +502,19 @@ impl TokenService {
                 })?;
             }
         }
-        let ended = self
-            .store
+        let ended = self.revoke_everything()?;
+        tracing::warn!(key = ?which, refresh_tokens_revoked = ended, "authz key regenerated");
+        Ok(self.key_hash(which))
+    }
+
+    fn revoke_everything(&self) -> Result<usize, KeyRegenError> {
+        self.store
             .revoke(Revocation {
                 user: None,
                 client_id: None,
                 at: unix_now(),
             })
-            .map_err(KeyRegenError::Store)?;
-        tracing::warn!(key = ?which, refresh_tokens_revoked = ended, "authz key regenerated");
-        Ok(self.key_hash(which))
+            .map_err(KeyRegenError::Store)
     }
 
     /// Writes the new key file, then puts the key in force; if the authority refuses it, the old
@@ -481,8 +531,14 @@ impl TokenService {
             source,
         })?;
         if let Err(e) = apply() {
-            if let Some(old) = old {
-                let _ = crate::pki::write_private_file(path, &old);
+            if let Some(old) = old
+                && let Err(error) = crate::pki::write_private_file(path, &old)
+            {
+                tracing::error!(
+                    path = %path.display(),
+                    %error,
+                    "cannot put the old key back: the next start loads a key the daemon refused"
+                );
             }
             return Err(e.into());
         }
@@ -534,13 +590,67 @@ pub fn parse_encryption_key(text: &str) -> Result<[u8; 32], String> {
         .map_err(|_| format!("{} bytes, 32 (64 hex digits) needed", bytes.len()))
 }
 
+/// An absolute URI (RFC 3986 scheme `:` rest), printable, without a fragment. Custom schemes
+/// (native apps) are allowed; `http(s)` needs a host.
+pub fn is_redirect_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    scheme_ok
+        && !rest.is_empty()
+        && !uri.contains('#')
+        && uri.bytes().all(|b| b.is_ascii_graphic())
+        && (!web
+            || rest
+                .strip_prefix("//")
+                .is_some_and(|h| !h.is_empty() && !h.starts_with('/')))
+}
+
+/// Whether the authorization endpoint may send a token or code to `uri`: one of `configured`
+/// (exact match), or what RFC 8252 lets any native app use: an `http` URI on a loopback
+/// address (§7.3) or a private-use scheme (§7.1). Anything else (another web site) is refused,
+/// or a phishing link could make a real login page hand the user's token to that site.
+pub fn is_allowed_redirect(uri: &str, configured: &[String]) -> bool {
+    if !is_redirect_uri(uri) {
+        return false;
+    }
+    if configured.iter().any(|c| c == uri) {
+        return true;
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "http" => {
+            let authority = rest.trim_start_matches('/');
+            let host_port = authority.split(['/', '?']).next().unwrap_or_default();
+            if host_port.contains('@') {
+                return false;
+            }
+            let host = match host_port.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => host_port.split(':').next().unwrap_or_default(),
+            };
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        // Schemes a browser would act on itself are never a native app's.
+        "https" | "javascript" | "data" | "vbscript" | "file" | "blob" | "about" => false,
+        _ => true,
+    }
+}
+
 /// UCM client ids are `C` followed by 64 hex digits.
 pub fn is_client_id(s: &str) -> bool {
     s.len() == 65 && s.starts_with('C') && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::auth::unix_now;

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -81,25 +81,102 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// Refresh tokens kept per user; a further one drops that user's oldest. Bounds what a
+/// scripted login loop can make the store (and its log) hold: users × this.
+pub const MAX_REFRESH_TOKENS_PER_USER: usize = 64;
+
 /// The refresh-token and revocation store.
 #[derive(Debug)]
 pub struct TokenStore {
     path: PathBuf,
-    inner: Mutex<Inner>,
+    /// What lookups read. Never held across file I/O, so a refresh grant's lookup does not wait
+    /// for another request's `fdatasync`.
+    state: Mutex<State>,
+    /// Serialises writers: each change is computed, written and synced, then applied, in log
+    /// order. `None` for an in-memory store (tests, benches).
+    log: Mutex<Option<Log>>,
 }
 
 #[derive(Debug)]
-struct Inner {
+struct Log {
+    file: File,
+    /// Bytes of complete lines; a failed append is cut back to it.
+    len: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
     tokens: HashMap<String, RefreshRecord>,
+    /// Token ids per user, oldest first.
+    by_user: HashMap<String, Vec<String>>,
     revocations: Vec<Revocation>,
-    /// `None` for an in-memory store (tests, benches).
-    log: Option<File>,
+}
+
+impl State {
+    /// A new record, as both a live insert and a replay apply it: revocations already recorded
+    /// cover it (a token issued in the second of a revocation is revoked), it replaces the
+    /// user's token of the same client (one per user and client, as UCM's
+    /// `refreshtokendetails`), and the user's oldest beyond the cap goes.
+    fn issue(&mut self, mut record: RefreshRecord) {
+        if record.revoked_at.is_none() {
+            record.revoked_at = self
+                .revocations
+                .iter()
+                .filter(|r| r.covers(&record))
+                .map(|r| r.at)
+                .max();
+        }
+        let tids = self.by_user.entry(record.user.clone()).or_default();
+        let tokens = &mut self.tokens;
+        tids.retain(|tid| {
+            let same_client = tokens
+                .get(tid)
+                .is_none_or(|old| old.client_id == record.client_id);
+            if same_client {
+                tokens.remove(tid);
+            }
+            !same_client
+        });
+        while tids.len() >= MAX_REFRESH_TOKENS_PER_USER {
+            let oldest = tids.remove(0);
+            tokens.remove(&oldest);
+        }
+        tids.push(record.tid.clone());
+        tokens.insert(record.tid.clone(), record);
+    }
+
+    fn revoke(&mut self, revocation: Revocation) -> usize {
+        let mut ended = 0;
+        for record in self.tokens.values_mut() {
+            if record.revoked_at.is_none() && revocation.covers(record) {
+                record.revoked_at = Some(revocation.at);
+                ended += 1;
+            }
+        }
+        self.revocations.push(revocation);
+        ended
+    }
+
+    fn drop_expired(&mut self, now_unix: u64, revocation_horizon_secs: u64) {
+        self.tokens.retain(|_, r| r.expires_at >= now_unix);
+        let tokens = &self.tokens;
+        self.by_user.retain(|_, tids| {
+            tids.retain(|tid| tokens.contains_key(tid));
+            !tids.is_empty()
+        });
+        self.revocations
+            .retain(|r| r.at.saturating_add(revocation_horizon_secs) >= now_unix);
+    }
 }
 
 impl TokenStore {
     /// Opens (or creates) the log at `path`, replays and compacts it. Records are kept that
     /// may still matter at `now_unix`; revocations are kept for `revocation_horizon_secs`
-    /// (the longest access token lifetime), after which no token they refuse can be valid.
+    /// (the longest token lifetime), after which no token they refuse can be valid.
+    ///
+    /// An unreadable last line (a crash mid-append) is skipped with a warning; an unreadable
+    /// line anywhere else is an error, so that a damaged log stops the start instead of
+    /// silently forgetting a revocation.
     pub fn open(
         path: &Path,
         now_unix: u64,
@@ -110,27 +187,21 @@ impl TokenStore {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(io_error)?;
+            crate::pki::create_private_dir(dir).map_err(io_error)?;
         }
-        let mut inner = Inner {
-            tokens: HashMap::new(),
-            revocations: Vec::new(),
-            log: None,
-        };
-        match File::open(path) {
-            Ok(file) => replay(io::BufReader::new(file), &mut inner, path).map_err(io_error)?,
+        let mut state = State::default();
+        match fs::read(path) {
+            Ok(bytes) => replay(&bytes, &mut state, path).map_err(io_error)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(e)),
         }
-        inner.tokens.retain(|_, r| r.expires_at >= now_unix);
-        inner
-            .revocations
-            .retain(|r| r.at.saturating_add(revocation_horizon_secs) >= now_unix);
-        compact(path, &inner).map_err(io_error)?;
-        inner.log = Some(open_append(path).map_err(io_error)?);
+        state.drop_expired(now_unix, revocation_horizon_secs);
+        let len = compact(path, &state).map_err(io_error)?;
+        let file = open_append(path).map_err(io_error)?;
         Ok(Arc::new(Self {
             path: path.to_owned(),
-            inner: Mutex::new(inner),
+            state: Mutex::new(state),
+            log: Mutex::new(Some(Log { file, len })),
         }))
     }
 
@@ -138,45 +209,53 @@ impl TokenStore {
     pub fn in_memory() -> Arc<Self> {
         Arc::new(Self {
             path: PathBuf::new(),
-            inner: Mutex::new(Inner {
-                tokens: HashMap::new(),
-                revocations: Vec::new(),
-                log: None,
-            }),
+            state: Mutex::new(State::default()),
+            log: Mutex::new(None),
         })
     }
 
-    /// Remembers an issued refresh token. Blocking (file write).
+    /// Remembers an issued refresh token (replacing the user's token of the same client).
+    /// Blocking (file write).
     pub fn insert(&self, record: RefreshRecord) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        self.append(&mut inner, &Entry::Issue(record.clone()))?;
-        inner.tokens.insert(record.tid.clone(), record);
+        let mut log = lock(&self.log);
+        // Writers are serialised by the log lock, so the revocations read here are all that
+        // precede this line in the log.
+        let mut record = record;
+        if record.revoked_at.is_none() {
+            let state = lock(&self.state);
+            record.revoked_at = state
+                .revocations
+                .iter()
+                .filter(|r| r.covers(&record))
+                .map(|r| r.at)
+                .max();
+        }
+        self.append(&mut log, &Entry::Issue(record.clone()))?;
+        lock(&self.state).issue(record);
         Ok(())
     }
 
     /// The record of refresh token `tid`, if it was issued here and not dropped.
     pub fn get(&self, tid: &str) -> Option<RefreshRecord> {
-        self.lock().tokens.get(tid).cloned()
+        lock(&self.state).tokens.get(tid).cloned()
     }
 
     /// Records a revocation and marks the refresh tokens it covers; returns how many active
     /// ones it ended. Blocking (file write).
     pub fn revoke(&self, revocation: Revocation) -> Result<usize, StoreError> {
-        let mut inner = self.lock();
-        self.append(&mut inner, &Entry::Revoke(revocation.clone()))?;
-        let ended = apply_revocation(&mut inner.tokens, &revocation);
-        inner.revocations.push(revocation);
-        Ok(ended)
+        let mut log = lock(&self.log);
+        self.append(&mut log, &Entry::Revoke(revocation.clone()))?;
+        Ok(lock(&self.state).revoke(revocation))
     }
 
     /// Revocations still in force, oldest first (the token authority loads them at start).
     pub fn revocations(&self) -> Vec<Revocation> {
-        self.lock().revocations.clone()
+        lock(&self.state).revocations.clone()
     }
 
     /// Refresh tokens, for `refreshtokendetails`-style listings; sorted by issue time.
     pub fn list(&self) -> Vec<RefreshRecord> {
-        let mut all: Vec<_> = self.lock().tokens.values().cloned().collect();
+        let mut all: Vec<_> = lock(&self.state).tokens.values().cloned().collect();
         all.sort_by(|a, b| (a.issued_at, &a.tid).cmp(&(b.issued_at, &b.tid)));
         all
     }
@@ -185,84 +264,91 @@ impl TokenStore {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every update leaves the maps consistent before anything can panic, so a poisoned
-        // lock still guards valid data.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Writes one line and syncs it, before the in-memory state changes: what a client was
-    /// told has been persisted.
-    fn append(&self, inner: &mut Inner, entry: &Entry) -> Result<(), StoreError> {
-        let Some(log) = inner.log.as_mut() else {
+    /// told has been persisted. A failed write is cut back, so the next line starts clean.
+    fn append(&self, log: &mut Option<Log>, entry: &Entry) -> Result<(), StoreError> {
+        let Some(log) = log.as_mut() else {
             return Ok(());
         };
-        let mut line = serde_json::to_vec(entry).map_err(|e| StoreError::Io {
+        let io_error = |source| StoreError::Io {
             path: self.path.clone(),
-            source: io::Error::other(e),
-        })?;
+            source,
+        };
+        let mut line = serde_json::to_vec(entry).map_err(|e| io_error(io::Error::other(e)))?;
         line.push(b'\n');
-        log.write_all(&line)
-            .and_then(|()| log.sync_data())
-            .map_err(|source| StoreError::Io {
-                path: self.path.clone(),
-                source,
-            })
-    }
-}
-
-fn apply_revocation(tokens: &mut HashMap<String, RefreshRecord>, r: &Revocation) -> usize {
-    let mut ended = 0;
-    for record in tokens.values_mut() {
-        if record.revoked_at.is_none() && r.covers(record) {
-            record.revoked_at = Some(r.at);
-            ended += 1;
-        }
-    }
-    ended
-}
-
-fn replay(reader: impl BufRead, inner: &mut Inner, path: &Path) -> io::Result<()> {
-    for (n, line) in reader.split(b'\n').enumerate() {
-        let line = line?;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Entry>(&line) {
-            Ok(Entry::Issue(record)) => {
-                inner.tokens.insert(record.tid.clone(), record);
+        if let Err(e) = log
+            .file
+            .write_all(&line)
+            .and_then(|()| log.file.sync_data())
+        {
+            if let Err(error) = log.file.set_len(log.len) {
+                tracing::error!(path = %self.path.display(), %error, "cannot cut back a failed token store append");
             }
+            return Err(io_error(e));
+        }
+        log.len += line.len() as u64;
+        Ok(())
+    }
+}
+
+/// Every update leaves the maps consistent before anything can panic, so a poisoned lock still
+/// guards valid data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn replay(bytes: &[u8], state: &mut State, path: &Path) -> io::Result<()> {
+    let lines: Vec<(usize, &[u8])> = bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let last = lines.len().saturating_sub(1);
+    for (i, &(n, line)) in lines.iter().enumerate() {
+        match serde_json::from_slice::<Entry>(line) {
+            Ok(Entry::Issue(record)) => state.issue(record),
             Ok(Entry::Revoke(r)) => {
-                apply_revocation(&mut inner.tokens, &r);
-                inner.revocations.push(r);
+                state.revoke(r);
             }
-            // A crash mid-append leaves a torn last line; anything else unreadable is skipped
-            // too, loudly, rather than refusing to start and losing every other record.
-            Err(error) => tracing::warn!(
+            // A crash mid-append leaves a torn last line: what it held was never confirmed.
+            Err(error) if i == last => tracing::warn!(
                 path = %path.display(),
                 line = n + 1,
                 %error,
-                "skipping an unreadable token store record"
+                "skipping a torn last record of the token store"
             ),
+            Err(error) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "line {} is unreadable ({error}); fix or remove that line (the daemon will \
+                         not start and forget a revocation)",
+                        n + 1
+                    ),
+                ));
+            }
         }
     }
     Ok(())
 }
 
-/// Rewrites the log with only the live records, through a temporary file renamed into place.
-fn compact(path: &Path, inner: &Inner) -> io::Result<()> {
-    let mut records: Vec<&RefreshRecord> = inner.tokens.values().collect();
-    records.sort_by(|a, b| (a.issued_at, &a.tid).cmp(&(b.issued_at, &b.tid)));
+/// Rewrites the log with only the live records, through a temporary file renamed into place;
+/// returns its length. Revocations come first, so a replay applies them to the records after
+/// them as the live store did.
+fn compact(path: &Path, state: &State) -> io::Result<u64> {
     let mut out = Vec::new();
+    for r in &state.revocations {
+        serde_json::to_writer(&mut out, &Entry::Revoke(r.clone())).map_err(io::Error::other)?;
+        out.push(b'\n');
+    }
+    let mut records: Vec<&RefreshRecord> = state.tokens.values().collect();
+    records.sort_by(|a, b| (a.issued_at, &a.tid).cmp(&(b.issued_at, &b.tid)));
     for r in records {
         serde_json::to_writer(&mut out, &Entry::Issue(r.clone())).map_err(io::Error::other)?;
         out.push(b'\n');
     }
-    for r in &inner.revocations {
-        serde_json::to_writer(&mut out, &Entry::Revoke(r.clone())).map_err(io::Error::other)?;
-        out.push(b'\n');
-    }
-    crate::pki::write_private_file(path, &out)
+    crate::pki::write_private_file(path, &out)?;
+    Ok(out.len() as u64)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -271,14 +357,6 @@ fn open_append(path: &Path) -> io::Result<File> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 #[cfg(test)]
@@ -349,7 +427,7 @@ mod tests {
             })
             .unwrap();
         store
-            .insert(record("new", "rado", "C1", 300, 9000))
+            .insert(record("new", "rado", "C2", 300, 9000))
             .unwrap();
         assert!(!store.get("old").unwrap().is_active(400));
         assert!(store.get("new").unwrap().is_active(400));
@@ -417,5 +495,76 @@ mod tests {
             store.get("c").is_some(),
             "appends after a torn line are read back"
         );
+    }
+
+    #[test]
+    fn one_token_per_user_and_client_and_a_cap_per_user() {
+        let store = TokenStore::in_memory();
+        store.insert(record("a", "rado", "C1", 100, 9000)).unwrap();
+        store.insert(record("b", "rado", "C1", 101, 9000)).unwrap();
+        assert!(
+            store.get("a").is_none(),
+            "replaced by the same client's new token"
+        );
+        assert!(store.get("b").is_some());
+        for i in 0..MAX_REFRESH_TOKENS_PER_USER + 5 {
+            store
+                .insert(record(
+                    &format!("t{i}"),
+                    "bob",
+                    &format!("C{i}"),
+                    100 + i as u64,
+                    9000,
+                ))
+                .unwrap();
+        }
+        let bobs = store.list().into_iter().filter(|r| r.user == "bob").count();
+        assert_eq!(bobs, MAX_REFRESH_TOKENS_PER_USER);
+        assert!(store.get("t0").is_none(), "the oldest went");
+        assert!(
+            store
+                .get(&format!("t{}", MAX_REFRESH_TOKENS_PER_USER + 4))
+                .is_some()
+        );
+        assert!(store.get("b").is_some(), "other users untouched");
+    }
+
+    #[test]
+    fn a_token_issued_in_the_second_of_a_revocation_is_revoked_before_and_after_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refresh.jsonl");
+        let store = TokenStore::open(&path, 1000, 3600).unwrap();
+        store
+            .revoke(Revocation {
+                user: Some("rado".into()),
+                client_id: None,
+                at: 1000,
+            })
+            .unwrap();
+        // A grant that read the clock (1000) before the revocation, persisted after it.
+        store
+            .insert(record("late", "rado", "C1", 1000, 9000))
+            .unwrap();
+        assert_eq!(store.get("late").unwrap().revoked_at, Some(1000));
+        drop(store);
+        for _ in 0..2 {
+            let store = TokenStore::open(&path, 1001, 3600).unwrap();
+            assert_eq!(store.get("late").unwrap().revoked_at, Some(1000));
+        }
+    }
+
+    #[test]
+    fn an_unreadable_line_before_the_last_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refresh.jsonl");
+        let store = TokenStore::open(&path, 1000, 100).unwrap();
+        store.insert(record("a", "rado", "C1", 1000, 9000)).unwrap();
+        drop(store);
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.insert_str(0, "{garbage\n");
+        fs::write(&path, &text).unwrap();
+        let error = TokenStore::open(&path, 1000, 100).unwrap_err().to_string();
+        assert!(error.contains("line 1 is unreadable"), "{error}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), text, "left as it was");
     }
 }

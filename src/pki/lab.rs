@@ -112,7 +112,7 @@ fn pair_state(cert: &Path, key: &Path) -> Result<PairState, PkiError> {
 ///
 /// Returns the paths and the files created by this call, in creation order.
 pub fn ensure_lab_pki(plan: &LabPkiPlan) -> Result<(LabPkiFiles, Vec<PathBuf>), PkiError> {
-    create_private_dir(&plan.dir)?;
+    create_private_dir_pki(&plan.dir)?;
     let files = LabPkiFiles::in_dir(&plan.dir);
     let mut created = Vec::new();
     let node = node_name(&plan.server_names);
@@ -231,7 +231,7 @@ pub fn ensure_secret_file(
         return Ok((read_text(path)?, false));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir)?;
+        create_private_dir_pki(dir)?;
     }
     let secret = make()?;
     write_new_file(path, secret.as_bytes(), true)?;
@@ -287,12 +287,17 @@ fn read_key(path: &Path) -> Result<(KeyPair, String), PkiError> {
     Ok((key, pem))
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
+fn create_private_dir_pki(dir: &Path) -> Result<(), PkiError> {
+    create_private_dir(dir).map_err(io_err(dir))
+}
+
+/// Creates `dir` and its missing parents, new ones mode 0700: state that holds keys.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(io_err(dir))
+    builder.create(dir)
 }
 
 /// Writes `contents` to a temporary file next to `path`, flushes it to disk, then renames it

@@ -8,7 +8,10 @@
 
 mod lab;
 
-pub use lab::{LabPkiFiles, LabPkiPlan, ensure_lab_pki, ensure_secret_file, write_private_file};
+pub use lab::{
+    LabPkiFiles, LabPkiPlan, create_private_dir, ensure_lab_pki, ensure_secret_file,
+    write_private_file,
+};
 
 use std::net::IpAddr;
 use std::path::PathBuf;

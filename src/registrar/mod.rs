@@ -7,11 +7,11 @@
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tokio::time::{Duration, Instant};
 
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, unix_now};
 use crate::cluster::{Cluster, DeviceId};
 use crate::net::{ListenerKind, Peer};
 use crate::policy::{self, Admission};
@@ -57,6 +57,7 @@ pub struct Registrar {
     store: Store,
     auth: Arc<dyn Authenticator>,
     challenge: Arc<str>,
+    log_budget: Arc<LogBudget>,
 }
 
 /// A reply and the reason code it is logged (and later counted) under.
@@ -65,6 +66,9 @@ pub struct Outcome {
     pub reply: Reply,
     pub reason: &'static str,
     pub device: Option<DeviceId>,
+    /// A credential was presented and refused: logged at `info` (a lab user wants to see why
+    /// a client is re-challenged), within [`LOG_BUDGET`].
+    pub refused_credential: bool,
 }
 
 impl Outcome {
@@ -73,12 +77,49 @@ impl Outcome {
             reply,
             reason,
             device: None,
+            refused_credential: false,
         }
     }
 
     fn device(mut self, device: DeviceId) -> Self {
         self.device = Some(device);
         self
+    }
+
+    fn refused_credential(mut self) -> Self {
+        self.refused_credential = true;
+        self
+    }
+}
+
+/// `info` lines per second for refused credentials; beyond it they go to `debug` and the next
+/// `info` line says how many were held back. A flood of bad tokens must not become a flood of
+/// log lines (one per datagram).
+const LOG_BUDGET: u32 = 20;
+
+/// A per-second budget of log lines, shared by every listener task; two atomics, no lock.
+#[derive(Default)]
+struct LogBudget {
+    /// The unix second the count is for.
+    second: AtomicU64,
+    /// Lines taken in that second.
+    taken: AtomicU32,
+    /// Lines held back since the last one logged.
+    held: AtomicU32,
+}
+
+impl LogBudget {
+    /// `Some(held back before this one)` when this line may be logged.
+    fn take(&self, now_unix: u64) -> Option<u32> {
+        if self.second.swap(now_unix, Ordering::Relaxed) != now_unix {
+            self.taken.store(0, Ordering::Relaxed);
+        }
+        if self.taken.fetch_add(1, Ordering::Relaxed) < LOG_BUDGET {
+            Some(self.held.swap(0, Ordering::Relaxed))
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 
@@ -90,6 +131,7 @@ impl Registrar {
             store,
             auth,
             challenge,
+            log_budget: Arc::default(),
         }
     }
 
@@ -142,14 +184,30 @@ impl Registrar {
                 (*echo, Outcome::new(reply, "refused"))
             }
         };
-        tracing::debug!(
-            %peer.addr,
-            listener = peer.listener.name(),
-            status = outcome.reply.status,
-            reason = outcome.reason,
-            device = outcome.device.map(|d| &*self.cluster.device(d).name),
-            "answered"
-        );
+        let device = outcome.device.map(|d| &*self.cluster.device(d).name);
+        match outcome
+            .refused_credential
+            .then(|| self.log_budget.take(unix_now()))
+            .flatten()
+        {
+            Some(held_back) => tracing::info!(
+                %peer.addr,
+                listener = peer.listener.name(),
+                status = outcome.reply.status,
+                reason = outcome.reason,
+                device,
+                held_back,
+                "credential refused"
+            ),
+            None => tracing::debug!(
+                %peer.addr,
+                listener = peer.listener.name(),
+                status = outcome.reply.status,
+                reason = outcome.reason,
+                device,
+                "answered"
+            ),
+        }
         Some(response::encode(
             &echo,
             &outcome.reply,
@@ -381,27 +439,15 @@ impl Registrar {
         };
         // No UCM text exists for a bad or expired token: re-challenge, and the client
         // refreshes its token (spec §4).
-        // A refused credential is logged at `info` (a lab user wants to see why a client is
-        // re-challenged); a missing one is the normal first step and stays at `debug`.
-        let refused = |reason: &'static str| {
-            tracing::info!(
-                %peer.addr,
-                device = &*self.cluster.device(device).name,
-                reason,
-                "credential refused"
-            );
-        };
         let identity = self
             .auth
             .authenticate(&token, unix_now())
-            .map_err(|e: AuthError| {
-                refused(e.reason());
-                challenge(e.reason())
-            })?;
+            .map_err(|e: AuthError| challenge(e.reason()).refused_credential())?;
         let forbidden = |reason: &'static str, text: &'static str| {
-            refused(reason);
             let reply = Reply::new(403, "Forbidden").header("Warning", self.warning(peer, text));
-            Outcome::new(reply, reason).device(device)
+            Outcome::new(reply, reason)
+                .device(device)
+                .refused_credential()
         };
         let user = self
             .cluster
@@ -571,15 +617,25 @@ fn branch_hash(echo: &sip::Echo) -> u64 {
     h.finish()
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_budget_holds_back_beyond_its_rate_and_counts() {
+        let budget = LogBudget::default();
+        for _ in 0..LOG_BUDGET {
+            assert_eq!(budget.take(100), Some(0));
+        }
+        assert_eq!(budget.take(100), None);
+        assert_eq!(budget.take(100), None);
+        assert_eq!(
+            budget.take(101),
+            Some(2),
+            "a new second: the held-back count is told"
+        );
+        assert_eq!(budget.take(101), Some(0));
+    }
 
     #[test]
     fn echo_contact_drops_only_the_expires_parameter() {

@@ -186,6 +186,11 @@ async fn code_flow_through_the_login_form_with_pkce() {
         "escaped: {page}"
     );
     assert!(page.contains("name=\"password\" type=\"password\""));
+    assert_eq!(a.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        a.header("content-security-policy"),
+        Some("frame-ancestors 'none'")
+    );
 
     // What the browser posts: the hidden fields plus the credentials.
     let form = |password: &str| {
@@ -339,7 +344,7 @@ async fn without_the_refresh_login_flow_only_the_implicit_grant_is_served() {
     let query = encode(&[
         ("response_type", "code"),
         ("client_id", &client_id(6)),
-        ("redirect_uri", "https://c.example/cb"),
+        ("redirect_uri", "http://127.0.0.1:8080/cb"),
         ("state", "q"),
     ]);
     let a = https(
@@ -351,7 +356,7 @@ async fn without_the_refresh_login_flow_only_the_implicit_grant_is_served() {
     assert_eq!(a.status, 302);
     let location = a.header("location").unwrap();
     assert!(
-        location.starts_with("https://c.example/cb?error=unsupported_response_type&"),
+        location.starts_with("http://127.0.0.1:8080/cb?error=unsupported_response_type&"),
         "{location}"
     );
     assert!(location.ends_with("&state=q"));
@@ -491,6 +496,17 @@ async fn bad_requests_get_clear_4xx() {
             ("client_id", &c),
             ("redirect_uri", "https://c/cb"),
         ]),
+        // Another web site: never sent a token, a code or an error (no open redirect).
+        encode(&[
+            ("response_type", "token"),
+            ("client_id", &c),
+            ("redirect_uri", "https://evil.example/steal"),
+        ]),
+        encode(&[
+            ("response_type", "id_token"),
+            ("client_id", &c),
+            ("redirect_uri", "https://evil.example/steal"),
+        ]),
     ] {
         let a = https(
             s.web(0),
@@ -506,7 +522,7 @@ async fn bad_requests_get_clear_4xx() {
     let query = encode(&[
         ("response_type", "id_token"),
         ("client_id", &c),
-        ("redirect_uri", "https://c/cb"),
+        ("redirect_uri", "https://client.example/cb"),
     ]);
     let a = https(
         s.web(0),
@@ -518,7 +534,7 @@ async fn bad_requests_get_clear_4xx() {
     assert!(
         a.header("location")
             .unwrap()
-            .starts_with("https://c/cb?error=unsupported_response_type")
+            .starts_with("https://client.example/cb?error=unsupported_response_type")
     );
     // The daemon is still there.
     assert_eq!(password_grant(&s, "rado", "lab", &c).await.status, 200);
@@ -738,4 +754,121 @@ async fn key_regeneration_ends_every_outstanding_token_at_once() {
             "{key:?}: after restart"
         );
     }
+}
+
+/// Signs rado in through the login form (code flow); returns the code.
+async fn login_for_code(
+    s: &TestServer,
+    client: &str,
+    redirect: &str,
+    challenge: Option<&str>,
+) -> String {
+    let mut pairs = vec![
+        ("response_type", "code"),
+        ("client_id", client),
+        ("redirect_uri", redirect),
+        ("username", "rado"),
+        ("password", "lab"),
+    ];
+    if let Some(c) = challenge {
+        pairs.push(("code_challenge", c));
+        pairs.push(("code_challenge_method", "S256"));
+    }
+    let a = https(
+        s.web(0),
+        s.lab_ca().cert_pem(),
+        http_request("POST", "/ssosp/oauth/authorize", &[FORM], encode(&pairs)),
+    )
+    .await;
+    assert_eq!(a.status, 302, "{}", a.text());
+    let location = a.header("location").unwrap();
+    location.rsplit("code=").next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_code_is_bound_to_its_client_redirect_and_challenge() {
+    let s = TestServer::lab().await;
+    let client = client_id(11);
+    let redirect = "http://127.0.0.1:8080/cb";
+    let exchange =
+        |code: String, client: String, redirect: &'static str, verifier: Option<&'static str>| {
+            let s = &s;
+            async move {
+                let mut pairs = vec![
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("client_id", client.as_str()),
+                    ("redirect_uri", redirect),
+                ];
+                if let Some(v) = verifier {
+                    pairs.push(("code_verifier", v));
+                }
+                post_token(s, &pairs).await.json()
+            }
+        };
+    let cases = [
+        ("another client", client_id(12), redirect, None, None),
+        (
+            "another redirect_uri",
+            client.clone(),
+            "http://127.0.0.1:8081/cb",
+            None,
+            None,
+        ),
+        (
+            "no code_verifier for a challenge",
+            client.clone(),
+            redirect,
+            Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+            None,
+        ),
+    ];
+    for (what, who, to, challenge, verifier) in cases {
+        let code = login_for_code(&s, &client, redirect, challenge).await;
+        let answer = exchange(code, who, to, verifier).await;
+        assert_eq!(answer["error"], "invalid_grant", "{what}: {answer}");
+    }
+    // The right exchange works; a made-up code does not.
+    let code = login_for_code(&s, &client, redirect, None).await;
+    let answer = exchange(code, client.clone(), redirect, None).await;
+    assert!(answer["access_token"].is_string(), "{answer}");
+    let answer = exchange("0".repeat(64), client.clone(), redirect, None).await;
+    assert_eq!(answer["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_failed_key_regeneration_keeps_the_old_key_in_force_and_on_disk() {
+    let s = TestServer::lab().await;
+    let client = client_id(13);
+    let grant = password_grant(&s, "rado", "lab", &client).await.json();
+    let access = grant["access_token"].as_str().unwrap().to_owned();
+    let service = s.server().token_service();
+    let before = service.key_hash(AuthzKey::Signing);
+    let on_disk = std::fs::read(s.state.path().join("keys/authz-signing.pem")).unwrap();
+    // Make the key directory unwritable the way root cannot bypass: a file where it was.
+    let keys = s.state.path().join("keys");
+    let moved = s.state.path().join("keys.moved");
+    std::fs::rename(&keys, &moved).unwrap();
+    std::fs::write(&keys, b"not a directory").unwrap();
+    let error =
+        sip_oauth_registrar::admin::run_command(s.state.path(), "set key regen authz signing")
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("cannot write"), "{error}");
+    std::fs::remove_file(&keys).unwrap();
+    std::fs::rename(&moved, &keys).unwrap();
+    assert_eq!(
+        service.key_hash(AuthzKey::Signing),
+        before,
+        "old key still in force"
+    );
+    assert_eq!(
+        std::fs::read(keys.join("authz-signing.pem")).unwrap(),
+        on_disk,
+        "old key still on disk"
+    );
+    // Outstanding access tokens still register; refresh tokens were revoked before the
+    // regeneration was attempted (the safe side of a half-done regeneration).
+    assert_eq!(register_rado(&s, &access).await, 200);
 }

@@ -392,18 +392,18 @@ case_a() {
 
 # f. A scripted client that knows only the user, its password and the lab CA: curl gets tokens
 #    from the token service on HTTPS (password grant), SIPp registers with the access token
-#    (407, 200), curl refreshes it; after revocation (HTTP Basic admin:lab) the refresh grant
-#    answers invalid_grant.
+#    (407, 200), curl refreshes it and goes through the code flow's login form; after
+#    revocation (HTTP Basic admin:lab) the refresh grant answers invalid_grant and the access
+#    token is re-challenged (407); after `cli -c "set key regen authz signing"` so is a token
+#    issued before it.
 case_f() {
-  local url="https://$N1_ADDR:$HTTPS_PORT" client tok refresh answer
+  local url="https://$N1_ADDR:$HTTPS_PORT" client tok refresh answer location code
+  local bob=(-key device SEP001122334455 -key dn 2002 -key line 5c1d9e0a-7b3f-4c2e-9a8d-6e5f4a3b2c02)
   client=C$(printf '%064d' 42)
-  curl_token() {
-    timeout 20 curl -sS --cacert "$CERTS/lab-ca.pem" "$url/ssosp/oauth/token" "$@" \
-      2>>"$WORK/curl.err"
-  }
+  curl_https() { timeout 20 curl -sS --cacert "$CERTS/lab-ca.pem" "$@" 2>>"$WORK/curl.err"; }
   json() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', ''))"; }
-  answer=$(curl_token -d grant_type=password -d username=bob -d password=lab \
-    -d client_id="$client" -d scope=UnifiedCommunications:readwrite) || {
+  answer=$(curl_https "$url/ssosp/oauth/token" -d grant_type=password -d username=bob \
+    -d password=lab -d client_id="$client" -d scope=UnifiedCommunications:readwrite) || {
     say "    curl failed: $(tail -n 3 "$WORK/curl.err")"
     return 1
   }
@@ -415,23 +415,59 @@ case_f() {
   }
   say "    password grant: access token ${#tok} B, refresh token ${#refresh} B"
   # bob's 8861 with the OAuth profile (the lab's other OAuth devices are cases a and d's)
-  sipp_run f-oauth "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-register.xml -key token "$tok" \
-    -key device SEP001122334455 -key dn 2002 -key line 5c1d9e0a-7b3f-4c2e-9a8d-6e5f4a3b2c02 || return 1
-  answer=$(curl_token -d grant_type=refresh_token -d refresh_token="$refresh" -d client_id="$client")
+  sipp_run f-oauth "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-register.xml -key token "$tok" "${bob[@]}" ||
+    return 1
+  answer=$(curl_https "$url/ssosp/oauth/token" -d grant_type=refresh_token \
+    -d refresh_token="$refresh" -d client_id="$client")
   [ -n "$(json access_token <<<"$answer")" ] || {
     say "    refresh grant: $answer"
     return 1
   }
   say "    refresh grant: new access token"
-  answer=$(timeout 20 curl -sS --cacert "$CERTS/lab-ca.pem" -u admin:lab \
-    "$url/ssosp/token/revoke?user_id=bob" 2>>"$WORK/curl.err")
+
+  # The code flow, as a browser would post the login form.
+  location=$(curl_https -o /dev/null -w '%{redirect_url}' "$url/ssosp/oauth/authorize" \
+    -d response_type=code -d client_id="$client" -d redirect_uri=http://127.0.0.1:9/cb \
+    -d state=s1 -d username=bob -d password=lab)
+  code=$(python3 -c 'import sys, urllib.parse as u; q = u.parse_qs(u.urlsplit(sys.argv[1]).query); print(q["code"][0] if q.get("state") == ["s1"] else "")' "$location")
+  [ -n "$code" ] || {
+    say "    login form: redirect $location"
+    return 1
+  }
+  answer=$(curl_https "$url/ssosp/oauth/token" -d grant_type=authorization_code -d code="$code" \
+    -d redirect_uri=http://127.0.0.1:9/cb -d client_id="$client")
+  [ -n "$(json access_token <<<"$answer")" ] || {
+    say "    code exchange: $answer"
+    return 1
+  }
+  say "    code flow: login form, 302 with code and state, exchanged for tokens"
+
+  answer=$(curl_https -u admin:lab "$url/ssosp/token/revoke?user_id=bob")
+  [ "$(json user_id <<<"$answer")" = bob ] || {
+    say "    revoke: $answer"
+    return 1
+  }
   say "    revoke: $answer"
-  answer=$(curl_token -d grant_type=refresh_token -d refresh_token="$refresh" -d client_id="$client")
+  answer=$(curl_https "$url/ssosp/oauth/token" -d grant_type=refresh_token \
+    -d refresh_token="$refresh" -d client_id="$client")
   [ "$(json error <<<"$answer")" = invalid_grant ] || {
     say "    refresh after revocation: $answer"
     return 1
   }
   say "    refresh after revocation: invalid_grant"
+  sipp_run f-revoked "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-refused.xml -key token "$tok" "${bob[@]}" ||
+    return 1
+
+  # A token issued after the revocation, then the signing key regenerated under it.
+  sleep 1 # revocation covers its whole second
+  tok=$(json access_token <<<"$(curl_https "$url/ssosp/oauth/token" -d grant_type=password \
+    -d username=bob -d password=lab -d client_id="$client")")
+  answer=$(timeout 20 "$BIN" --state-dir "$STATE" cli -c "set key regen authz signing" 2>&1) || {
+    say "    cli: $answer"
+    return 1
+  }
+  say "    cli: $(tr '\n' ' ' <<<"$answer")"
+  sipp_run f-regen "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-refused.xml -key token "$tok" "${bob[@]}"
 }
 
 # b. The same Jabber device on the legacy SIP port (UDP): 403 port mismatch.
@@ -510,7 +546,7 @@ case_e3() {
 }
 
 run_case "a: OAuth port 5090 over TLS (SIPp+stunnel): 407 Bearer, 200 with token, refresh" case_a
-run_case "f: curl password grant on 8443, SIPp registers on 5090 with it, refresh, revoke" case_f
+run_case "f: curl token service on 8443 (password, refresh, code flow), SIPp on 5090, revoke, key regen" case_f
 run_case "b: OAuth device on legacy port 5060/UDP: 403 SIP OAuth Registration port Mismatch" case_b
 run_case "c: non-secure legacy device on port 5060/UDP, node 2: 200 without credentials" case_c
 run_case "d: MRA port 5091 mutual TLS with Expressway-C certificate: 407, 200 with token" case_d

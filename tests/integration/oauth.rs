@@ -46,6 +46,18 @@ async fn password_grant(s: &TestServer, user: &str, password: &str, client: &str
     .await
 }
 
+async fn refresh_grant(s: &TestServer, refresh: &str, client: &str) -> HttpAnswer {
+    post_token(
+        s,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", client),
+        ],
+    )
+    .await
+}
+
 /// Registers CSFrado on 5090 with `token`; returns the final status (407 when refused).
 async fn register_rado(s: &TestServer, token: &str) -> u16 {
     let mut c = Client::tls(s.addr(0, OAuth, Tls), s.lab_ca().cert_pem(), None).await;
@@ -86,15 +98,7 @@ async fn password_grant_tokens_register_and_refresh() {
     assert_eq!(records[0].user, "rado");
     assert_eq!(records[0].client_id, client);
 
-    let a = post_token(
-        &s,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("client_id", &client),
-        ],
-    )
-    .await;
+    let a = refresh_grant(&s, &refresh, &client).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_no_store(&a);
     let fresh = a.json()["access_token"].as_str().unwrap().to_owned();
@@ -106,26 +110,10 @@ async fn password_grant_tokens_register_and_refresh() {
     assert_eq!(register_rado(&s, &fresh).await, 200);
 
     // Another client cannot use it; an access token is not a refresh token.
-    let a = post_token(
-        &s,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("client_id", &client_id(2)),
-        ],
-    )
-    .await;
+    let a = refresh_grant(&s, &refresh, &client_id(2)).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"], "invalid_grant");
-    let a = post_token(
-        &s,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &access),
-            ("client_id", &client),
-        ],
-    )
-    .await;
+    let a = refresh_grant(&s, &access, &client).await;
     assert_eq!(a.json()["error"], "invalid_grant");
     assert!(
         a.json()["error_description"]
@@ -593,15 +581,7 @@ async fn revocation_needs_an_application_user_and_ends_every_token_of_the_user()
     assert_eq!(a.json()["refresh_tokens_revoked"], 1);
 
     // The refresh token is dead, and the access token is re-challenged even though cached.
-    let a = post_token(
-        &s,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("client_id", &client),
-        ],
-    )
-    .await;
+    let a = refresh_grant(&s, &refresh, &client).await;
     assert_eq!(a.json()["error"], "invalid_grant");
     assert!(
         a.json()["error_description"]
@@ -612,15 +592,7 @@ async fn revocation_needs_an_application_user_and_ends_every_token_of_the_user()
     assert_eq!(register_rado(&s, &access).await, 407);
     // Alice is untouched.
     let alice_refresh = other["refresh_token"].as_str().unwrap();
-    let a = post_token(
-        &s,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", alice_refresh),
-            ("client_id", &client),
-        ],
-    )
-    .await;
+    let a = refresh_grant(&s, alice_refresh, &client).await;
     assert_eq!(a.status, 200);
     // A new login after the revocation works.
     next_second().await;
@@ -662,15 +634,7 @@ async fn keys_refresh_tokens_and_revocations_survive_a_restart() {
     );
     for (grant, status) in [(&kept, 200), (&doomed, 400)] {
         let t = grant["refresh_token"].as_str().unwrap();
-        let a = post_token(
-            &s,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", t),
-                ("client_id", &client),
-            ],
-        )
-        .await;
+        let a = refresh_grant(&s, t, &client).await;
         assert_eq!(a.status, status, "{}", a.text());
     }
     // Alice's access token from before the revocation stays refused after the restart.
@@ -723,15 +687,7 @@ async fn key_regeneration_ends_every_outstanding_token_at_once() {
             407,
             "{key:?}: access token dead"
         );
-        let a = post_token(
-            &s,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", grant["refresh_token"].as_str().unwrap()),
-                ("client_id", &client),
-            ],
-        )
-        .await;
+        let a = refresh_grant(&s, grant["refresh_token"].as_str().unwrap(), &client).await;
         assert_eq!(
             a.json()["error"],
             "invalid_grant",

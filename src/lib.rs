@@ -9,13 +9,14 @@
 //! | [`config`] | the TOML cluster file → typed [`config::Settings`] |
 //! | [`cluster`] | the cluster model (nodes, ports, profiles, users, devices), read-only |
 //! | [`server`] | prepares the state directory, binds every listener, shutdown |
-//! | [`tls`] | server configs for 5061/5090/5091 and the Expressway-C check |
+//! | [`tls`] | server configs for 5061/5090/5091/8443 (swappable slots) and the Expressway-C check |
 //! | [`net`] | leaf vocabulary every layer shares: [`net::Transport`], [`net::ListenerKind`], [`net::Peer`] |
 //! | [`transport`] | UDP/TCP/TLS accept loops (SIP and HTTP listeners alike) and the stream [`transport::codec`]; no SIP logic |
 //! | [`web`] | HTTP/1.1 connections (hyper) serving an axum router on the side listeners |
 //! | [`sip`] | bytes → [`sip::Request`] (rsip behind it), responses in UCM's order |
 //! | [`policy`] | the port rule table, a pure function |
-//! | [`auth`] | bearer tokens: issue, validate, cache ([`auth::Authenticator`] is the seam) |
+//! | [`auth`] | bearer tokens: UCM-format issue and validation, outside issuers, cache ([`auth::Authenticator`] is the seam) |
+//! | [`oauth`] | the token service on 8443: grants, login form, revocation, key regeneration, its persisted store |
 //! | [`registrar`] | the REGISTER pipeline and the binding [`registrar::Store`] |
 //! | [`pki`] | lab certificates and keys, made on first start |
 //! | [`admin`] | UCM's `admin:` CLI: command table, local admin socket (Unix), `cli` client |

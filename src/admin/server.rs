@@ -91,7 +91,7 @@ pub async fn bind(state_dir: &Path, ops: Arc<dyn Operations>) -> Result<AdminLis
 }
 
 impl AdminListener {
-    /// Serves until `cancel`; a request in flight then has [`DRAIN`] to finish. Removes the
+    /// Serves until `cancel`; a request in flight then has a short drain time to finish. Removes the
     /// socket on the way out (if it is still the one bound here), so the cli reports "not
     /// running" rather than a refused connection.
     pub async fn serve(self, cancel: CancellationToken) {

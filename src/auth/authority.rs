@@ -1,5 +1,5 @@
 //! [`TokenAuthority`]: the cluster's token issuer and verifier. It owns the current keys, the
-//! claims and their checks, and the cache; the byte format is [`super::jose`]'s.
+//! claims and their checks, and the cache; the byte format is `jose`'s.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The cluster's key material: the RSA signing key of the outer JWS and the 256-bit symmetric key
 //! of the inner JWE, each with the `kid` and hash derived from it.
 //!
-//! Nothing here formats or parses tokens (that is [`super::jose`]); this module only loads,
+//! Nothing here formats or parses tokens (that is `jose`); this module only loads,
 //! checks and names keys. Neither key type prints its secret in `Debug`.
 
 use std::fmt;

@@ -1,7 +1,7 @@
 //! REGISTER handling: the staged pipeline parse → port rule → credential → Contact/Expires →
 //! store → reply. Each stage returns early with an [`Outcome`] carrying the reply and a
 //! stable reason code; [`Registrar::handle`] is the one place that encodes and logs it.
-//! Nothing here touches a socket: transports hand in bytes and a [`Peer`] and write back
+//! Nothing here touches a socket: transports hand in bytes and a [`Peer`](crate::net::Peer) and write back
 //! what they are given.
 
 pub mod store;
@@ -67,7 +67,7 @@ pub struct Outcome {
     pub reason: &'static str,
     pub device: Option<DeviceId>,
     /// A credential was presented and refused: logged at `info` (a lab user wants to see why
-    /// a client is re-challenged), within [`LOG_BUDGET`].
+    /// a client is re-challenged), within the log budget (20 lines a second).
     pub refused_credential: bool,
 }
 

@@ -1,5 +1,5 @@
 //! Transports: accept loops and connection tasks for UDP, TCP, TLS and mutual TLS. They frame
-//! input ([`codec`]), hand each message with its [`Peer`] to the registrar, and write back
+//! input ([`codec`]), hand each message with its [`Peer`](crate::net::Peer) to the registrar, and write back
 //! what it returns. Every loop stops on its cancellation token.
 
 pub mod codec;

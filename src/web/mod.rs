@@ -38,7 +38,7 @@ pub fn finish(router: Router, limits: &Limits) -> Router {
 }
 
 /// Serves HTTP/1.1 on `stream` until the peer closes, a timeout fires, or `cancel` (then the
-/// request in flight may finish, within [`DRAIN`]).
+/// request in flight may finish, within `DRAIN`).
 pub async fn serve_connection<S>(
     stream: S,
     addr: SocketAddr,

@@ -60,12 +60,19 @@ impl ListenerKind {
 pub enum WebPort {
     /// HTTPS 8443 with the tomcat certificate: the OAuth endpoints (`/ssosp/...`).
     Tomcat,
+    /// HTTP 6970: the TFTP server's config files.
+    TftpHttp,
+    /// HTTPS 6971 (tomcat certificate): the TFTP server's config files, with a token under SIP
+    /// OAuth.
+    TftpHttps,
 }
 
 impl WebPort {
     pub fn name(self) -> &'static str {
         match self {
             Self::Tomcat => "https-tomcat",
+            Self::TftpHttp => "tftp-http",
+            Self::TftpHttps => "tftp-https",
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Cluster {
     pub devices: Vec<Device>,
     pub expressway: Vec<ExpresswayEntry>,
     pub app_users: Vec<AppUser>,
+    /// Never empty once loaded: without `[[device_groups]]` there is one group, `Default`, of
+    /// the first three nodes.
+    pub device_groups: Vec<DeviceGroup>,
     /// `Server:` header value, built once: `Cisco-CUCM<version>`.
     pub server_header: Arc<str>,
     device_index: HashMap<Arc<str>, DeviceId>,
@@ -69,6 +72,13 @@ pub struct NodePorts {
     pub sip_mra_oauth: u16,
     /// HTTPS with the tomcat certificate (UCM's 8443): the OAuth endpoints.
     pub https: u16,
+    /// The TFTP server's HTTP port (UCM's 6970): config files for non-OAuth devices.
+    pub tftp_http: u16,
+    /// The TFTP server's HTTPS port (UCM's 6971, tomcat certificate): config files, with a
+    /// token under SIP OAuth.
+    pub tftp_https: u16,
+    /// TFTP itself (UDP; UCM's 69, which needs privileges: the lab uses 6969).
+    pub tftp: u16,
 }
 
 /// A phone security profile (spec §2).
@@ -206,8 +216,21 @@ pub struct Device {
     pub owner: Arc<str>,
     /// Index into [`Cluster::profiles`].
     pub profile: usize,
+    /// Index into [`Cluster::device_groups`]: the nodes its config file lists, in order.
+    pub group: usize,
     pub lines: Vec<Line>,
 }
+
+/// A device pool's CallManager group: which nodes a device's config file lists, in priority
+/// order (UCM allows at most three).
+#[derive(Debug, Clone)]
+pub struct DeviceGroup {
+    pub name: Arc<str>,
+    pub nodes: Vec<NodeId>,
+}
+
+/// Nodes a CallManager group may list.
+pub const MAX_GROUP_NODES: usize = 3;
 
 #[derive(Debug, Clone)]
 pub struct Line {
@@ -266,6 +289,7 @@ impl Cluster {
             devices,
             expressway,
             app_users: Vec::new(),
+            device_groups: Vec::new(),
             server_header,
             device_index,
             dn_index,
@@ -297,6 +321,13 @@ impl Cluster {
 
     pub fn user(&self, id: &str) -> Option<&User> {
         self.user_index.get(id).map(|&i| &self.users[i])
+    }
+
+    /// The nodes `device`'s config file lists, in priority order.
+    pub fn nodes_of(&self, device: DeviceId) -> &[NodeId] {
+        self.device_groups
+            .get(self.device(device).group)
+            .map_or(&[][..], |g| &g.nodes)
     }
 
     pub fn app_user(&self, id: &str) -> Option<&AppUser> {

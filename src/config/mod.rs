@@ -14,12 +14,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::{
-    AppUser, Cluster, Device, ExpresswayEntry, Line, Node, NodePorts, ProductType, Profile,
-    SecurityMode, TransportType, User,
+    AppUser, Cluster, Device, DeviceGroup, ExpresswayEntry, Line, MAX_GROUP_NODES, Node, NodeId,
+    NodePorts, ProductType, Profile, SecurityMode, TransportType, User,
 };
 
 /// The lab cluster shipped in `config/lab.toml`, used when no `--config` is given.
 pub const LAB_CONFIG: &str = include_str!("../../config/lab.toml");
+
+/// The device group of a cluster that configures none.
+const DEFAULT_GROUP: &str = "Default";
 
 /// OAuth ports must lie in UCM's allowed range (System > Cisco Unified CM).
 const OAUTH_PORT_RANGE: std::ops::RangeInclusive<u16> = 1024..=49151;
@@ -228,7 +231,14 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
     let nodes = convert_nodes(&raw.nodes, &mut problems);
     let profiles = convert_profiles(&raw.profiles, &mut problems);
     let users = convert_users(&raw.users, &mut problems);
-    let devices = convert_devices(&raw.devices, &profiles, &users, &mut problems);
+    let device_groups = convert_device_groups(&raw.device_groups, &nodes, &mut problems);
+    let devices = convert_devices(
+        &raw.devices,
+        &profiles,
+        &users,
+        &device_groups,
+        &mut problems,
+    );
     let expressway = convert_expressway(&raw.expressway_c, &mut problems);
     let app_users = convert_app_users(&raw.app_users, &mut problems);
 
@@ -362,6 +372,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         expressway,
     );
     cluster.app_users = app_users;
+    cluster.device_groups = device_groups;
     Ok(Settings {
         cluster,
         limits: Limits {
@@ -452,6 +463,9 @@ fn convert_nodes(raw: &[raw::Node], problems: &mut Problems) -> Vec<Node> {
             n.sip_oauth_port,
             n.sip_mra_oauth_port,
             n.https_port,
+            n.tftp_http_port,
+            n.tftp_https_port,
+            n.tftp_port,
         ];
         for (a, pa) in ports.iter().enumerate() {
             if *pa == 0 {
@@ -483,6 +497,9 @@ fn convert_nodes(raw: &[raw::Node], problems: &mut Problems) -> Vec<Node> {
                 sip_oauth: n.sip_oauth_port,
                 sip_mra_oauth: n.sip_mra_oauth_port,
                 https: n.https_port,
+                tftp_http: n.tftp_http_port,
+                tftp_https: n.tftp_https_port,
+                tftp: n.tftp_port,
             },
         });
     }
@@ -589,10 +606,64 @@ fn convert_users(raw: &[raw::User], problems: &mut Problems) -> Vec<User> {
     out
 }
 
+fn convert_device_groups(
+    raw: &[raw::DeviceGroup],
+    nodes: &[Node],
+    problems: &mut Problems,
+) -> Vec<DeviceGroup> {
+    if raw.is_empty() {
+        return vec![DeviceGroup {
+            name: DEFAULT_GROUP.into(),
+            nodes: (0..nodes.len().min(MAX_GROUP_NODES))
+                .map(|i| NodeId(i as u16))
+                .collect(),
+        }];
+    }
+    let mut out: Vec<DeviceGroup> = Vec::with_capacity(raw.len());
+    for (i, g) in raw.iter().enumerate() {
+        let key = format!("device_groups[{i}]");
+        if !is_name_safe(&g.name) {
+            problems.push(
+                format!("{key}.name"),
+                "must be a non-empty name without quotes",
+            );
+        }
+        if out.iter().any(|o| *o.name == *g.name) {
+            problems.push(
+                format!("{key}.name"),
+                format!("duplicate device group {:?}", g.name),
+            );
+        }
+        if g.nodes.is_empty() || g.nodes.len() > MAX_GROUP_NODES {
+            problems.push(
+                format!("{key}.nodes"),
+                format!("lists 1 to {MAX_GROUP_NODES} nodes (a CallManager group's limit)"),
+            );
+        }
+        let mut ids: Vec<NodeId> = Vec::with_capacity(g.nodes.len());
+        for (j, name) in g.nodes.iter().enumerate() {
+            match nodes.iter().position(|n| n.name.eq_ignore_ascii_case(name)) {
+                Some(n) if ids.contains(&NodeId(n as u16)) => problems.push(
+                    format!("{key}.nodes[{j}]"),
+                    format!("node {name:?} is listed twice"),
+                ),
+                Some(n) => ids.push(NodeId(n as u16)),
+                None => problems.push(format!("{key}.nodes[{j}]"), format!("no node {name:?}")),
+            }
+        }
+        out.push(DeviceGroup {
+            name: g.name.as_str().into(),
+            nodes: ids,
+        });
+    }
+    out
+}
+
 fn convert_devices(
     raw: &[raw::Device],
     profiles: &[Profile],
     users: &[User],
+    groups: &[DeviceGroup],
     problems: &mut Problems,
 ) -> Vec<Device> {
     let mut out: Vec<Device> = Vec::with_capacity(raw.len());
@@ -682,8 +753,24 @@ fn convert_devices(
                 contact,
             });
         }
+        // Without a `device_group` a device is in the first group (the default one when none
+        // are configured).
+        let group = match &d.device_group {
+            None => 0,
+            Some(name) => groups
+                .iter()
+                .position(|g| *g.name == **name)
+                .unwrap_or_else(|| {
+                    problems.push(
+                        format!("{key}.device_group"),
+                        format!("no device group {name:?}"),
+                    );
+                    0
+                }),
+        };
         out.push(Device {
             name: d.name.as_str().into(),
+            group,
             product_type,
             owner: d.owner.as_str().into(),
             // Only read when the whole configuration is valid, so the profile exists.

@@ -29,6 +29,8 @@ pub(super) struct Config {
     #[serde(default)]
     pub(super) app_users: Vec<AppUser>,
     #[serde(default)]
+    pub(super) device_groups: Vec<DeviceGroup>,
+    #[serde(default)]
     pub(super) identity_providers: Vec<crate::auth::external::IssuerConfig>,
 }
 
@@ -154,6 +156,19 @@ pub(super) struct Node {
     pub(super) sip_mra_oauth_port: u16,
     #[serde(default = "default_https_port")]
     pub(super) https_port: u16,
+    #[serde(default = "default_tftp_http_port")]
+    pub(super) tftp_http_port: u16,
+    #[serde(default = "default_tftp_https_port")]
+    pub(super) tftp_https_port: u16,
+    #[serde(default = "default_tftp_port")]
+    pub(super) tftp_port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeviceGroup {
+    pub(super) name: String,
+    pub(super) nodes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +212,8 @@ pub(super) struct Device {
     pub(super) product_type: String,
     pub(super) owner: String,
     pub(super) profile: String,
+    #[serde(default)]
+    pub(super) device_group: Option<String>,
     pub(super) lines: Vec<Line>,
 }
 
@@ -256,4 +273,13 @@ fn default_mra_port() -> u16 {
 }
 fn default_https_port() -> u16 {
     8443
+}
+fn default_tftp_http_port() -> u16 {
+    6970
+}
+fn default_tftp_https_port() -> u16 {
+    6971
+}
+fn default_tftp_port() -> u16 {
+    6969
 }

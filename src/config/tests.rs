@@ -53,6 +53,7 @@ fn lab() -> Settings {
 // Anchors into config/lab.toml.
 const PUB: &str = "name = \"UCM-PUB\"";
 const SUB1: &str = "name = \"UCM-SUB1\"";
+const GROUPS: &str = "[[device_groups]]";
 const CSF_PROFILE: &str = "name = \"Cisco Unified Client Services Framework - Secure OAuth\"";
 const P8861_PROFILE: &str = "name = \"Cisco 8861 - Secure OAuth\"";
 const UDT_PROFILE: &str = "name = \"Universal Device Template - Model-independent";
@@ -108,6 +109,9 @@ fn lab_nodes_and_ports() {
                 sip_oauth: 5090,
                 sip_mra_oauth: 5091,
                 https: 8443,
+                tftp_http: 6970,
+                tftp_https: 6971,
+                tftp: 6969,
             },
             "ports of {}",
             n.name
@@ -545,20 +549,64 @@ const RULES: &[Rule] = &[
         edits: &[(SUB1, "name = \"UCM-SUB1\"", "name = \"UCM-PUB\"")],
         key: "nodes[1].name",
         message: &["duplicate node name", "UCM-PUB"],
-        others: &[],
+        others: &["device_groups[0].nodes[1]", "device_groups[1].nodes[0]"],
     },
     Rule {
         name: "duplicate node name differing only in case",
         edits: &[(SUB1, "name = \"UCM-SUB1\"", "name = \"ucm-pub\"")],
         key: "nodes[1].name",
         message: &["duplicate node name", "ucm-pub"],
-        others: &[],
+        others: &["device_groups[0].nodes[1]", "device_groups[1].nodes[0]"],
     },
     Rule {
         name: "node name with a space",
         edits: &[(SUB1, "name = \"UCM-SUB1\"", "name = \"UCM SUB1\"")],
         key: "nodes[1].name",
         message: &["without spaces"],
+        others: &["device_groups[0].nodes[1]", "device_groups[1].nodes[0]"],
+    },
+    Rule {
+        name: "device group naming an unknown node",
+        edits: &[(
+            GROUPS,
+            "nodes = [\"UCM-SUB1\", \"UCM-PUB\"]",
+            "nodes = [\"UCM-SUB9\"]",
+        )],
+        key: "device_groups[1].nodes[0]",
+        message: &["no node", "UCM-SUB9"],
+        others: &[],
+    },
+    Rule {
+        name: "device group listing a node twice",
+        edits: &[(
+            GROUPS,
+            "nodes = [\"UCM-SUB1\", \"UCM-PUB\"]",
+            "nodes = [\"UCM-SUB1\", \"ucm-sub1\"]",
+        )],
+        key: "device_groups[1].nodes[1]",
+        message: &["listed twice"],
+        others: &[],
+    },
+    Rule {
+        name: "device group of four nodes",
+        edits: &[(
+            GROUPS,
+            "nodes = [\"UCM-SUB1\", \"UCM-PUB\"]",
+            "nodes = [\"UCM-SUB1\", \"UCM-PUB\", \"UCM-PUB\", \"UCM-PUB\"]",
+        )],
+        key: "device_groups[1].nodes",
+        message: &["1 to 3 nodes"],
+        others: &["device_groups[1].nodes[2]", "device_groups[1].nodes[3]"],
+    },
+    Rule {
+        name: "device in an unknown group",
+        edits: &[(
+            GROUPS,
+            "device_group = \"SUB-first\"",
+            "device_group = \"nowhere\"",
+        )],
+        key: "devices[1].device_group",
+        message: &["no device group", "nowhere"],
         others: &[],
     },
     Rule {
@@ -1249,6 +1297,9 @@ fn defaults_apply_when_optional_keys_are_omitted() {
             sip_oauth: 5090,
             sip_mra_oauth: 5091,
             https: 8443,
+            tftp_http: 6970,
+            tftp_https: 6971,
+            tftp: 6969,
         }
     );
 

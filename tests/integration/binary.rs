@@ -30,7 +30,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 async fn check_config_token_issue_and_serve() {
     let state = tempfile::tempdir().unwrap();
     let ports = free_ports(8);
-    assert!(ports.len() >= 4, "free ports");
+    assert!(ports.len() >= 8, "free ports");
     // One node is enough here; the second lab node keeps its ports out of the way by removal.
     let one_node = LAB_CONFIG.split("[[nodes]]").collect::<Vec<_>>();
     let node1 = one_node[1]
@@ -46,8 +46,29 @@ async fn check_config_token_issue_and_serve() {
         .replace(
             "sip_mra_oauth_port = 5091",
             &format!("sip_mra_oauth_port = {}", ports[3]),
+        )
+        .replace("https_port = 8443", &format!("https_port = {}", ports[4]))
+        .replace(
+            "tftp_http_port = 6970",
+            &format!("tftp_http_port = {}", ports[5]),
+        )
+        .replace(
+            "tftp_https_port = 6971",
+            &format!("tftp_https_port = {}", ports[6]),
+        )
+        .replace("tftp_port = 6969", &format!("tftp_port = {}", ports[7]));
+    let rest = one_node[2]
+        .split_once("[[profiles]]")
+        .unwrap()
+        .1
+        .replace(
+            "nodes = [\"UCM-PUB\", \"UCM-SUB1\"]",
+            "nodes = [\"UCM-PUB\"]",
+        )
+        .replace(
+            "nodes = [\"UCM-SUB1\", \"UCM-PUB\"]",
+            "nodes = [\"UCM-PUB\"]",
         );
-    let rest = one_node[2].split_once("[[profiles]]").unwrap().1;
     let config = format!("{}[[nodes]]{node1}[[profiles]]{rest}", one_node[0]);
     let path = state.path().join("cluster.toml");
     std::fs::write(&path, config).unwrap();

@@ -17,6 +17,7 @@
 //! | [`policy`] | the port rule table, a pure function |
 //! | [`auth`] | bearer tokens: UCM-format issue and validation, outside issuers, cache ([`auth::Authenticator`] is the seam) |
 //! | [`oauth`] | the token service on 8443: grants, login form, revocation, key regeneration, its persisted store |
+//! | [`uds`] | User Data Services on 8443: `version`, `servers`, `clusterUser`, `user/<id>`, `user/<id>/devices` |
 //! | [`registrar`] | the REGISTER pipeline and the binding [`registrar::Store`] |
 //! | [`pki`] | lab certificates and keys, made on first start |
 //! | [`admin`] | UCM's `admin:` CLI: command table, local admin socket (Unix), `cli` client |
@@ -39,4 +40,5 @@ pub mod server;
 pub mod sip;
 pub mod tls;
 pub mod transport;
+pub mod uds;
 pub mod web;

@@ -190,7 +190,7 @@ impl Server {
             cluster: tokens.clone(),
             outside: outside.clone(),
         });
-        let registrar = Registrar::new(cluster.clone(), store.clone(), authenticators);
+        let registrar = Registrar::new(cluster.clone(), store.clone(), authenticators.clone());
 
         let token_store = TokenStore::open(
             &Settings::resolve(state_dir, &settings.tokens.refresh_store),
@@ -210,8 +210,9 @@ impl Server {
             .with_redirect_uris(settings.tokens.redirect_uris.clone()),
         );
         let tls = TlsSlots::new(tls);
+        let uds = Arc::new(crate::uds::Uds::new(token_service.clone(), authenticators));
         let web = crate::web::finish(
-            crate::oauth::http::router(token_service.clone()),
+            crate::oauth::http::router(token_service.clone()).merge(crate::uds::router(uds)),
             &settings.limits,
         );
 

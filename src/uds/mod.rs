@@ -347,7 +347,7 @@ fn check_id(id: &str) -> Result<(), Reject> {
 }
 
 /// The user a `clusterUser` query names, if any; `400` for a query without a filter, with a
-/// repeated one, or with an over-long value.
+/// repeated one, or with an over-long value or a control character.
 fn lookup_cluster_user<'c>(cluster: &'c Cluster, query: &str) -> Result<Option<&'c User>, Reject> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|_| Reject::BadRequest("malformed query string".into()))?;
@@ -360,6 +360,9 @@ fn lookup_cluster_user<'c>(cluster: &'c Cluster, query: &str) -> Result<Option<&
         match first {
             Some(v) if v.len() > MAX_ID_LEN => Err(Reject::BadRequest(format!(
                 "parameter {name} is longer than {MAX_ID_LEN} bytes"
+            ))),
+            Some(v) if v.chars().any(char::is_control) => Err(Reject::BadRequest(format!(
+                "parameter {name} has a control character"
             ))),
             Some(v) if !v.is_empty() => Ok(Some(v.as_str())),
             _ => Ok(None),
@@ -432,7 +435,13 @@ mod tests {
         assert_eq!(found("username=nobody"), None);
         assert_eq!(found("username=mallory").as_deref(), Some("mallory"));
         assert_eq!(found("username=rado&email=x@y").as_deref(), Some("rado"));
-        for bad in ["", "first=rado", "username=a&username=b", "username="] {
+        for bad in [
+            "",
+            "first=rado",
+            "username=a&username=b",
+            "username=",
+            "email=a%00",
+        ] {
             assert!(lookup_cluster_user(&cluster, bad).is_err(), "{bad}");
         }
         let long = format!("username={}", "a".repeat(MAX_ID_LEN + 1));

@@ -16,4 +16,5 @@ mod outside_idp;
 mod port_rules;
 mod register;
 mod streams;
+mod uds;
 mod web;

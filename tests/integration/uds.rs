@@ -14,14 +14,14 @@ struct Element {
     name: String,
     attributes: Vec<(String, String)>,
     text: String,
-    children: Vec<Element>,
+    children: Vec<Self>,
 }
 
 impl Element {
     fn parse(bytes: &[u8]) -> Self {
         let mut reader = Reader::from_reader(bytes);
         reader.config_mut().trim_text(true);
-        let mut stack: Vec<Element> = vec![Element::default()];
+        let mut stack: Vec<Self> = vec![Self::default()];
         loop {
             match reader.read_event().expect("well-formed XML") {
                 Event::Start(e) => stack.push(Self::open(&e)),
@@ -86,14 +86,14 @@ impl Element {
             .map(|(_, v)| v.as_str())
     }
 
-    fn child(&self, name: &str) -> &Element {
+    fn child(&self, name: &str) -> &Self {
         self.children
             .iter()
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("<{}> has no <{name}>: {self:?}", self.name))
     }
 
-    fn all(&self, name: &str) -> Vec<&Element> {
+    fn all(&self, name: &str) -> Vec<&Self> {
         self.children.iter().filter(|c| c.name == name).collect()
     }
 
@@ -408,6 +408,11 @@ async fn other_resources_and_odd_input() {
     )
     .await;
     assert_eq!(a.status, 405);
+    assert!(
+        a.header("allow").is_some_and(|v| v.contains("GET")),
+        "{:?}",
+        a.headers
+    );
     let a = https(
         s.web(0),
         s.lab_ca().cert_pem(),

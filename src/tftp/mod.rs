@@ -18,8 +18,9 @@
 //!   `mail` mode → ERROR 4. Cisco phones use octet.
 //! - WRQ → ERROR 2 "Access violation" (the request is legal TFTP; we refuse it, as tftp-hpa
 //!   does for files it will not write), sent from the listening port.
-//! - Leading `/` are stripped from file names (phones and tftp-hpa clients send both forms);
-//!   the rest goes to [`FileSource`] as is. Unknown name → ERROR 1 "File not found".
+//! - Leading `/` are stripped from file names: clients send both `SEP….cnf.xml` and
+//!   `/SEP….cnf.xml`, and tftp-hpa's `-s` (secure, chroot) mode serves both as the same file.
+//!   The rest goes to [`FileSource`] as is. Unknown name → ERROR 1 "File not found".
 //! - Options (RFC 2347, names case-insensitive, first occurrence wins, unknown ones ignored):
 //!   `blksize` 8..=65464, clamped down to [`TftpLimits::max_blksize`]; `timeout` 1..=255 s;
 //!   `tsize` answered with the file's size (left out for an empty file: curl takes

@@ -11,6 +11,15 @@ use super::*;
 /// Bound on any single wait for a packet that should arrive.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// Defaults, but a timeout long enough that a slow (shared, loaded) test machine never sees a
+/// retransmission the test did not ask for.
+fn calm() -> TftpLimits {
+    TftpLimits {
+        timeout: Duration::from_secs(3),
+        ..TftpLimits::default()
+    }
+}
+
 fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -247,7 +256,7 @@ fn active_set() {
 
 #[tokio::test]
 async fn plain_rrq_whole_blocks_end_with_an_empty_one() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let files = files();
     for (name, blocks) in [("512.bin", 2u16), ("3k.bin", 7), ("empty.cnf.xml", 1)] {
         let mut client = Client::new(server.addr).await;
@@ -267,7 +276,7 @@ async fn plain_rrq_whole_blocks_end_with_an_empty_one() {
 
 #[tokio::test]
 async fn options_are_acknowledged_and_used() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let mut client = Client::new(server.addr).await;
     client
         .rrq(
@@ -299,7 +308,7 @@ async fn options_are_acknowledged_and_used() {
 async fn blksize_is_clamped_and_unknown_options_get_no_oack() {
     let limits = TftpLimits {
         max_blksize: 1024,
-        ..TftpLimits::default()
+        ..calm()
     };
     let server = Server::start(limits).await;
     let mut client = Client::new(server.addr).await;
@@ -318,7 +327,7 @@ async fn blksize_is_clamped_and_unknown_options_get_no_oack() {
 
 #[tokio::test]
 async fn netascii_mode_is_translated() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let mut client = Client::new(server.addr).await;
     let rrq = packet::request(false, "text.txt", Mode::Netascii, &[("tsize", "0")]);
     client.socket.send_to(&rrq, server.addr).await.unwrap();
@@ -334,7 +343,7 @@ async fn netascii_mode_is_translated() {
 #[tokio::test]
 async fn lost_ack_retransmits_and_duplicates_are_ignored() {
     let limits = TftpLimits {
-        timeout: Duration::from_millis(400),
+        timeout: Duration::from_millis(800),
         ..TftpLimits::default()
     };
     let server = Server::start(limits).await;
@@ -349,7 +358,7 @@ async fn lost_ack_retransmits_and_duplicates_are_ignored() {
     assert_eq!(second.0, 2);
     // A duplicate ACK 1 must not trigger a second DATA 2 (Sorcerer's Apprentice).
     client.ack(1).await;
-    client.silent(Duration::from_millis(200)).await;
+    client.silent(Duration::from_millis(250)).await;
     client.ack(2).await;
     let mut got = first.1;
     got.extend(second.1);
@@ -371,7 +380,7 @@ async fn retries_run_out_and_free_the_slot() {
     for _ in 0..3 {
         assert_eq!(client.data().await.0, 1);
     }
-    client.silent(Duration::from_millis(400)).await;
+    client.silent(Duration::from_millis(500)).await;
     // The one transfer slot is free again.
     let mut other = Client::new(server.addr).await;
     other.rrq("512.bin", &[]).await;
@@ -395,7 +404,7 @@ async fn oack_is_retransmitted_too() {
 
 #[tokio::test]
 async fn write_requests_are_refused() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let mut client = Client::new(server.addr).await;
     let wrq = packet::request(
         true,
@@ -409,7 +418,7 @@ async fn write_requests_are_refused() {
 
 #[tokio::test]
 async fn unknown_file_mail_mode_and_junk() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let mut client = Client::new(server.addr).await;
     client
         .rrq("/SEPFFFFFFFFFFFF.cnf.xml", &[("tsize", "0")])
@@ -439,7 +448,7 @@ async fn unknown_file_mail_mode_and_junk() {
 
 #[tokio::test]
 async fn wrong_tid_gets_error_5_and_the_transfer_goes_on() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let mut client = Client::new(server.addr).await;
     client.rrq("3k.bin", &[]).await;
     let (block, first) = client.data().await;
@@ -495,7 +504,7 @@ async fn client_error_or_data_ends_the_transfer() {
 async fn busy_server_answers_error_0() {
     let limits = TftpLimits {
         max_transfers: 1,
-        ..TftpLimits::default()
+        ..calm()
     };
     let server = Server::start(limits).await;
     let mut first = Client::new(server.addr).await;
@@ -522,11 +531,7 @@ async fn block_numbers_roll_over() {
     // 65,537 blocks of 8 bytes plus a short one: block numbers 1..=65535, 0, 1, 2.
     let len = 8 * 65_537 + 3;
     let big = pattern(len, 4);
-    let server = Server::start_with(
-        TftpLimits::default(),
-        HashMap::from([("huge.bin", big.clone())]),
-    )
-    .await;
+    let server = Server::start_with(calm(), HashMap::from([("huge.bin", big.clone())])).await;
     let mut client = Client::new(server.addr).await;
     client.rrq("huge.bin", &[("blksize", "8")]).await;
     client.oack().await;
@@ -538,7 +543,7 @@ async fn block_numbers_roll_over() {
 
 #[tokio::test]
 async fn cancel_stops_listener_and_transfers() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let mut client = Client::new(server.addr).await;
     client.rrq("3k.bin", &[]).await;
     client.data().await;
@@ -589,7 +594,7 @@ async fn curl(server: SocketAddr, name: &str, extra: &[&str]) -> Result<Vec<u8>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_downloads_match() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     let files = files();
     for name in ["empty.cnf.xml", "512.bin", "3k.bin", "big.bin"] {
         assert_eq!(
@@ -622,7 +627,7 @@ async fn curl_downloads_match() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_sees_not_found_and_refused_upload() {
-    let server = Server::start(TftpLimits::default()).await;
+    let server = Server::start(calm()).await;
     // CURLE_TFTP_NOTFOUND
     assert_eq!(curl(server.addr, "nope.cnf.xml", &[]).await, Err(68));
     let upload = std::env::temp_dir().join(format!("tftp-upload-{}", std::process::id()));

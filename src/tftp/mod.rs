@@ -109,10 +109,12 @@ pub async fn serve(
         }
     };
     // `max_transfers` caps sockets and rendered files held at once; a client that never ACKs
-    // holds its permit for (retries + 1) × timeout at most.
+    // holds its permit for (retries + 1) × timeout at most (the client may negotiate a timeout
+    // of up to 255 s).
     let permits = Arc::new(Semaphore::new(limits.max_transfers));
     let active = Active::default();
-    // Requests fit in 512 bytes (RFC 2347); a larger datagram is read truncated and dropped.
+    // Requests fit in 512 bytes (RFC 2347); a larger datagram is read truncated, which almost
+    // always makes it malformed and dropped.
     let mut buf = vec![0u8; 2048];
     loop {
         let (len, peer) = tokio::select! {

@@ -12,6 +12,7 @@
 //! | [`tls`] | server configs for 5061/5090/5091/8443 (swappable slots) and the Expressway-C check |
 //! | [`net`] | leaf vocabulary every layer shares: [`net::Transport`], [`net::ListenerKind`], [`net::Peer`] |
 //! | [`transport`] | UDP/TCP/TLS accept loops (SIP and HTTP listeners alike) and the stream [`transport::codec`]; no SIP logic |
+//! | [`tftp`] | read-only TFTP (RFC 1350, 2347–2349) serving rendered config files from a callback |
 //! | [`web`] | HTTP/1.1 connections (hyper) serving an axum router on the side listeners |
 //! | [`sip`] | bytes → [`sip::Request`] (rsip behind it), responses in UCM's order |
 //! | [`policy`] | the port rule table, a pure function |
@@ -38,6 +39,7 @@ pub mod policy;
 pub mod registrar;
 pub mod server;
 pub mod sip;
+pub mod tftp;
 pub mod tls;
 pub mod transport;
 pub mod uds;

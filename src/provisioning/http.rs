@@ -75,7 +75,7 @@ async fn serve(
         }
         Lookup::OAuth(device) => {
             if let Err(refusal) = authorize(&files.state, &headers, device) {
-                return refusal;
+                return refusal.response(&files.state.cluster().params.sip_realm);
             }
             device
         }
@@ -90,12 +90,32 @@ async fn serve(
         .into_response()
 }
 
-/// Checks the `Authorization: Bearer` token against `device`'s owner. Both of UCM's forms are
+/// Why a file under OAuth was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `401`: no credential (`None`), or an unusable one (the RFC 6750 error code).
+    Challenge(Option<&'static str>),
+    /// `403`: a valid token, but not of the device's (active) owner.
+    NotOwner,
+}
+
+impl Refusal {
+    fn response(self, realm: &str) -> Response {
+        match self {
+            Self::Challenge(error) => challenge(realm, error),
+            Self::NotOwner => text(
+                StatusCode::FORBIDDEN,
+                "the token's user is not this device's owner\n".into(),
+            ),
+        }
+    }
+}
+
+/// Checks the `Authorization: Bearer` token against `device`'s owner. Both forms are
 /// accepted: RFC 6750's `Bearer <token>` and Cisco's `Bearer token="<token>"`.
-fn authorize(state: &Provisioning, headers: &HeaderMap, device: DeviceId) -> Result<(), Response> {
-    let realm = &state.cluster().params.sip_realm;
+fn authorize(state: &Provisioning, headers: &HeaderMap, device: DeviceId) -> Result<(), Refusal> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(challenge(realm, None));
+        return Err(Refusal::Challenge(None));
     };
     let credential = value
         .to_str()
@@ -104,25 +124,22 @@ fn authorize(state: &Provisioning, headers: &HeaderMap, device: DeviceId) -> Res
     let token = match &credential {
         Some(Credential::Bearer(t)) => *t,
         Some(Credential::CiscoToken(t)) => t.as_ref(),
-        None => return Err(challenge(realm, Some("invalid_request"))),
+        None => return Err(Refusal::Challenge(Some("invalid_request"))),
     };
-    let identity = match state.authenticator().authenticate(token, unix_now()) {
-        Ok(identity) => identity,
-        Err(error) => {
+    let identity = state
+        .authenticator()
+        .authenticate(token, unix_now())
+        .map_err(|error| {
             tracing::debug!(reason = error.reason(), "config file token refused");
-            return Err(challenge(realm, Some("invalid_token")));
-        }
-    };
+            Refusal::Challenge(Some("invalid_token"))
+        })?;
     let cluster = state.cluster();
-    let owner = &cluster.device(device).owner;
-    let active = cluster.user(owner).is_some_and(|u| u.active);
-    if *identity.user != **owner || !active {
-        tracing::debug!(user = %identity.user, device = %cluster.device(device).name,
+    let device = cluster.device(device);
+    let active = cluster.user(&device.owner).is_some_and(|u| u.active);
+    if *identity.user != *device.owner || !active {
+        tracing::debug!(user = %identity.user, device = %device.name,
             "config file refused: token user is not the active owner");
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "the token's user is not this device's owner\n".into(),
-        ));
+        return Err(Refusal::NotOwner);
     }
     Ok(())
 }
@@ -137,8 +154,8 @@ fn challenge(realm: &str, error: Option<&str>) -> Response {
         StatusCode::UNAUTHORIZED,
         "a bearer token is required\n".into(),
     );
-    // The realm comes from the configuration, where it was checked; fall back to no realm
-    // rather than panic if it ever is not a valid header value.
+    // The realm comes from the configuration; fall back to no realm rather than panic if it
+    // is ever not a valid header value.
     let value =
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
     response

@@ -585,6 +585,8 @@ pub async fn http_plain(
     addr: SocketAddr,
     request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
 ) -> HttpAnswer {
-    let tcp = TcpStream::connect(addr).await.expect("TCP to the HTTP port");
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("TCP to the HTTP port");
     http_over(tcp, request).await
 }

@@ -72,7 +72,8 @@ fn assert_file(a: &HttpAnswer, owner: &str) {
     assert_eq!(a.header("content-type"), Some("text/xml"));
     assert_eq!(a.header("cache-control"), Some("no-cache"));
     assert_eq!(
-        a.header("content-length").map(|v| v.parse::<usize>().unwrap()),
+        a.header("content-length")
+            .map(|v| v.parse::<usize>().unwrap()),
         Some(a.body.len())
     );
     let root = xml::parse(&a.body);
@@ -176,7 +177,12 @@ async fn head_unknown_and_other_methods() {
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
 
-    for path in ["/CSFnobody.cnf.xml", "/SPDefault.cnf.xml", "/", "/a/b.cnf.xml"] {
+    for path in [
+        "/CSFnobody.cnf.xml",
+        "/SPDefault.cnf.xml",
+        "/",
+        "/a/b.cnf.xml",
+    ] {
         let a = plain_get(&s, path).await;
         assert_eq!(a.status, 404, "{path}");
         assert!(a.header("content-type").unwrap().starts_with("text/plain"));
@@ -231,7 +237,6 @@ async fn traversal_is_refused() {
     for target in cases {
         let (status, text) = raw(addr, target).await;
         assert!(!text.contains("<device"), "{text}");
-        eprintln!("TRAV {} {status}", String::from_utf8_lossy(target));
         assert!(
             status == 400 || status == 404,
             "{}: {status}",
@@ -322,7 +327,7 @@ mod xml {
     pub struct El {
         pub name: String,
         pub attrs: Vec<(String, String)>,
-        pub children: Vec<El>,
+        pub children: Vec<Self>,
         pub text: String,
     }
 

@@ -12,7 +12,7 @@ use crate::config::{LAB_CONFIG, Settings};
 struct El {
     name: String,
     attrs: Vec<(String, String)>,
-    children: Vec<El>,
+    children: Vec<Self>,
     text: String,
 }
 

@@ -19,10 +19,10 @@
 //! revalidate, since a changed configuration changes it. Errors are short `text/plain` bodies.
 //! `HEAD` gets the headers of the `GET`, no body.
 //!
-//! The token is checked with the daemon's [`Authenticator`](crate::auth::Authenticator) (the registrar's), so tokens of
-//! outside identity providers open files as they register devices. The realm in the challenge
-//! is the cluster's `sip_realm` (UCM's "SIP Realm Station"), the realm of those same tokens
-//! on SIP.
+//! The token is checked with the daemon's [`Authenticator`](crate::auth::Authenticator) (the
+//! registrar's), so tokens of outside identity providers open files as they register devices.
+//! The realm in the challenge is the cluster's `sip_realm` (UCM's "SIP Realm Station"), the
+//! realm of those same tokens on SIP.
 
 use std::sync::Arc;
 

@@ -22,6 +22,7 @@
 //! | [`registrar`] | the REGISTER pipeline and the binding [`registrar::Store`] |
 //! | [`pki`] | lab certificates and keys, made on first start |
 //! | [`admin`] | UCM's `admin:` CLI: command table, local admin socket (Unix), `cli` client |
+//! | [`provisioning`] | the TFTP server's `<device>.cnf.xml` files: rendering, who gets which, HTTP 6970/6971 |
 //!
 //! `sip`, `policy`, `registrar` and `cluster` never touch sockets; in `auth`, only `external`
 //! does (its JWKS fetch, in a background task, never on the request path).
@@ -36,6 +37,7 @@ pub mod net;
 pub mod oauth;
 pub mod pki;
 pub mod policy;
+pub mod provisioning;
 pub mod registrar;
 pub mod server;
 pub mod sip;

@@ -82,6 +82,8 @@ impl WebPort {
 pub enum Service {
     Sip(ListenerKind),
     Web(WebPort),
+    /// TFTP (UDP), config files for non-OAuth devices.
+    Tftp,
 }
 
 impl Service {
@@ -89,6 +91,7 @@ impl Service {
         match self {
             Self::Sip(kind) => kind.name(),
             Self::Web(port) => port.name(),
+            Self::Tftp => "tftp",
         }
     }
 }

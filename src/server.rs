@@ -13,14 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::external::ExternalIssuers;
-use crate::auth::{AuthOptions, Authenticators, TokenAuthority};
-use crate::cluster::{Cluster, NodeId};
+use crate::auth::{AuthOptions, Authenticator, Authenticators, TokenAuthority};
+use crate::cluster::{Cluster, NodeId, NodePorts};
 use crate::config::Settings;
 use crate::net::{ListenerKind, Service, Transport, WebPort};
 use crate::oauth::service::{parse_encryption_key, unix_now};
 use crate::oauth::store::TokenStore;
 use crate::oauth::{KeyFiles, TokenService};
 use crate::pki::{self, LabPkiPlan};
+use crate::provisioning::Provisioning;
 use crate::registrar::{Registrar, Store};
 use crate::tls::{TlsConfigs, TlsError, TlsSlot, TlsSlots};
 use crate::transport::{self, App, StreamListener};
@@ -31,8 +32,8 @@ pub const LAB_PKI_DIR: &str = "certs";
 /// How to bind.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BindOptions {
-    /// Bind every listener on port 0 (tests); the configured ports are still what config
-    /// files publish.
+    /// Bind every listener on port 0 (tests). Config files then publish the ports bound, so a
+    /// client can follow its file to the listeners.
     pub ephemeral_ports: bool,
 }
 
@@ -91,6 +92,7 @@ pub struct Server {
     registrar: Registrar,
     tokens: Arc<TokenAuthority>,
     token_service: Arc<TokenService>,
+    provisioning: Arc<Provisioning>,
     tls: TlsSlots,
     listeners: Vec<BoundListener>,
     cancel: CancellationToken,
@@ -190,6 +192,11 @@ impl Server {
             cluster: tokens.clone(),
             outside: outside.clone(),
         });
+        // The config files check tokens with the registrar's own authenticator.
+        let provisioning = Arc::new(Provisioning::new(
+            cluster.clone(),
+            authenticators.clone() as Arc<dyn Authenticator>,
+        ));
         let registrar = Registrar::new(cluster.clone(), store.clone(), authenticators.clone());
 
         let token_store = TokenStore::open(
@@ -215,8 +222,17 @@ impl Server {
             crate::oauth::http::router(token_service.clone()).merge(crate::uds::router(uds)),
             &settings.limits,
         );
+        let tftp_http = crate::web::finish(
+            crate::provisioning::http::router(provisioning.clone(), WebPort::TftpHttp),
+            &settings.limits,
+        );
+        let tftp_https = crate::web::finish(
+            crate::provisioning::http::router(provisioning.clone(), WebPort::TftpHttps),
+            &settings.limits,
+        );
 
         let mut udp = Vec::new();
+        let mut tftp = Vec::new();
         let mut streams = Vec::new();
         let mut listeners = Vec::new();
         for (i, node) in cluster.nodes.iter().enumerate() {
@@ -249,6 +265,17 @@ impl Server {
             record(sip, Transport::Udp, local(&socket.local_addr(), addr));
             udp.push((socket, id));
 
+            let addr = at(node.ports.tftp);
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|e| bind_error(Service::Tftp, Transport::Udp, addr, e))?;
+            record(
+                Service::Tftp,
+                Transport::Udp,
+                local(&socket.local_addr(), addr),
+            );
+            tftp.push(socket);
+
             let sip_app = |kind| App::Sip(kind, registrar.clone());
             let mut apps: Vec<(App, u16, Option<TlsSlot>)> = vec![
                 (sip_app(ListenerKind::Sip), node.ports.sip, None),
@@ -275,6 +302,16 @@ impl Server {
                 node.ports.https,
                 Some(tls.web.clone()),
             ));
+            apps.push((
+                App::Web(WebPort::TftpHttp, tftp_http.clone()),
+                node.ports.tftp_http,
+                None,
+            ));
+            apps.push((
+                App::Web(WebPort::TftpHttps, tftp_https.clone()),
+                node.ports.tftp_https,
+                Some(tls.web.clone()),
+            ));
             for (app, p, slot) in apps {
                 let transport = if slot.is_some() {
                     Transport::Tls
@@ -298,6 +335,9 @@ impl Server {
                 });
             }
         }
+
+        // Before anything is served: config files publish the ports just bound.
+        provisioning.publish_ports(bound_ports(&cluster, &listeners));
 
         // Last to bind: it replaces a stale socket, which must not happen for a start that then
         // fails on a port in use.
@@ -329,6 +369,20 @@ impl Server {
                 cancel.child_token(),
             ));
         }
+        // TFTP serves what 6970 serves: non-OAuth devices' files, rendered on request.
+        let files: crate::tftp::FileSource = {
+            let provisioning = provisioning.clone();
+            Arc::new(move |name: &str| provisioning.file(name))
+        };
+        for socket in tftp {
+            tasks.spawn(crate::tftp::serve(
+                socket,
+                files.clone(),
+                crate::tftp::TftpLimits::default(),
+                cancel.child_token(),
+                tasks.clone(),
+            ));
+        }
         for l in streams {
             tasks.spawn(transport::serve_stream_listener(
                 l,
@@ -343,6 +397,7 @@ impl Server {
                 registrar,
                 tokens,
                 token_service,
+                provisioning,
                 tls,
                 listeners,
                 cancel,
@@ -375,6 +430,11 @@ impl Server {
             .iter()
             .find(|l| l.node == node && l.service == Service::Web(port))
             .map(|l| l.addr)
+    }
+
+    /// The config files (HTTP 6970/6971); the TFTP server serves [`Provisioning::file`].
+    pub fn provisioning(&self) -> &Arc<Provisioning> {
+        &self.provisioning
     }
 
     /// Makes `configs` the TLS configuration of every next handshake on every listener;
@@ -461,6 +521,32 @@ fn connection_budget(wanted: usize, listeners: usize) -> usize {
         // Not a platform with rlimits: trust the configuration.
         Err(_) => wanted,
     }
+}
+
+/// The ports config files publish: each node's configured ports, overwritten by the SIP ports
+/// actually bound. In a daemon they are the same; on port 0 (tests) they are what works. UDP
+/// and TCP 5060 are bound apart on port 0, so `sipPort` then names the UDP one. Ports not
+/// bound (the OAuth ports with the mode off, the ethernet phone port) stay as configured.
+fn bound_ports(cluster: &Cluster, listeners: &[BoundListener]) -> Vec<NodePorts> {
+    let mut ports: Vec<NodePorts> = cluster.nodes.iter().map(|n| n.ports).collect();
+    for l in listeners {
+        let Some(p) = ports.get_mut(usize::from(l.node.0)) else {
+            continue;
+        };
+        let port = l.addr.port();
+        match (l.service, l.transport) {
+            (Service::Sip(ListenerKind::Sip), Transport::Udp) => p.sip = port,
+            (Service::Sip(ListenerKind::SipSecure), _) => p.sip_secure = port,
+            (Service::Sip(ListenerKind::OAuth), _) => p.sip_oauth = port,
+            (Service::Sip(ListenerKind::MraOAuth), _) => p.sip_mra_oauth = port,
+            (Service::Web(WebPort::Tomcat), _) => p.https = port,
+            (Service::Web(WebPort::TftpHttp), _) => p.tftp_http = port,
+            (Service::Web(WebPort::TftpHttps), _) => p.tftp_https = port,
+            (Service::Tftp, _) => p.tftp = port,
+            (Service::Sip(ListenerKind::Sip), _) => {}
+        }
+    }
+    ports
 }
 
 fn local(bound: &std::io::Result<SocketAddr>, requested: SocketAddr) -> SocketAddr {

@@ -579,3 +579,14 @@ pub fn http_request(
     b.body(http_body_util::Full::new(body.into()))
         .expect("request")
 }
+
+/// Sends one request over a fresh plain TCP connection (HTTP 6970) with hyper's client.
+pub async fn http_plain(
+    addr: SocketAddr,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> HttpAnswer {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("TCP to the HTTP port");
+    http_over(tcp, request).await
+}

@@ -14,6 +14,7 @@ mod mtls;
 mod oauth;
 mod outside_idp;
 mod port_rules;
+mod provisioning;
 mod register;
 mod streams;
 mod uds;

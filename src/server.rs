@@ -217,7 +217,11 @@ impl Server {
             .with_redirect_uris(settings.tokens.redirect_uris.clone()),
         );
         let tls = TlsSlots::new(tls);
-        let uds = Arc::new(crate::uds::Uds::new(token_service.clone(), authenticators));
+        let uds = Arc::new(crate::uds::Uds::new(
+            token_service.clone(),
+            authenticators,
+            provisioning.clone(),
+        ));
         let web = crate::web::finish(
             crate::oauth::http::router(token_service.clone()).merge(crate::uds::router(uds)),
             &settings.limits,

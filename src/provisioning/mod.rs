@@ -121,6 +121,15 @@ impl Provisioning {
         self.cluster.params.sip_oauth_mode && self.cluster.profile_of(device).oauth
     }
 
+    /// The ports files and UDS publish, per node: the bound ones once published, else the
+    /// configured ones.
+    pub fn ports(&self) -> Vec<NodePorts> {
+        match self.ports.get() {
+            Some(ports) => ports.clone(),
+            None => self.cluster.nodes.iter().map(|n| n.ports).collect(),
+        }
+    }
+
     /// `device`'s file, publishing the bound ports.
     pub fn render(&self, device: DeviceId) -> Vec<u8> {
         match self.ports.get() {

@@ -78,6 +78,7 @@ use crate::auth::{Authenticator, unix_now};
 use crate::cluster::{Cluster, User};
 use crate::oauth::TokenService;
 use crate::oauth::http::basic_credentials;
+use crate::provisioning::Provisioning;
 
 pub use xml::{config_file_url, model_number};
 
@@ -86,19 +87,26 @@ pub struct Uds {
     cluster: Arc<Cluster>,
     tokens: Arc<TokenService>,
     authenticator: Arc<dyn Authenticator>,
+    /// The config files' state: the ports their URLs name (the bound ones).
+    provisioning: Arc<Provisioning>,
     site: xml::Site,
 }
 
 impl Uds {
     /// UDS over `tokens`' cluster (so the two never disagree), checking passwords with
     /// `tokens` and bearer tokens with `authenticator` (the registrar's).
-    pub fn new(tokens: Arc<TokenService>, authenticator: Arc<dyn Authenticator>) -> Self {
+    pub fn new(
+        tokens: Arc<TokenService>,
+        authenticator: Arc<dyn Authenticator>,
+        provisioning: Arc<Provisioning>,
+    ) -> Self {
         let cluster = tokens.cluster().clone();
         let site = xml::Site::new(&cluster, uds_version(&cluster.params.server_version));
         Self {
             cluster,
             tokens,
             authenticator,
+            provisioning,
             site,
         }
     }
@@ -252,7 +260,10 @@ async fn devices(
     headers: HeaderMap,
 ) -> Response {
     match uds.authorize(&id, &headers).await {
-        Ok(user) => answer(xml::devices(&uds.site, &uds.cluster, user), true),
+        Ok(user) => answer(
+            xml::devices(&uds.site, &uds.cluster, &uds.provisioning.ports(), user),
+            true,
+        ),
         Err(reject) => reject.into_response(),
     }
 }

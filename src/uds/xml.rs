@@ -10,7 +10,7 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use sha2::{Digest, Sha256};
 
-use crate::cluster::{Cluster, Device, DeviceId, Node, ProductType, User};
+use crate::cluster::{Cluster, Device, DeviceId, Node, NodeId, NodePorts, ProductType, User};
 
 type W = Writer<Vec<u8>>;
 
@@ -176,7 +176,12 @@ pub(crate) fn user(site: &Site, cluster: &Cluster, user: &User) -> io::Result<Ve
 }
 
 /// `GET /cucm-uds/user/<id>/devices`: the devices `user` owns, in configuration order.
-pub(crate) fn devices(site: &Site, cluster: &Cluster, user: &User) -> io::Result<Vec<u8>> {
+pub(crate) fn devices(
+    site: &Site,
+    cluster: &Cluster,
+    ports: &[NodePorts],
+    user: &User,
+) -> io::Result<Vec<u8>> {
     let id = encode_segment(&user.id);
     document(|w| {
         w.create_element("devices")
@@ -187,7 +192,7 @@ pub(crate) fn devices(site: &Site, cluster: &Cluster, user: &User) -> io::Result
                     if d.owner != user.id {
                         continue;
                     }
-                    device(w, site, cluster, &id, DeviceId(i as u32))?;
+                    device(w, site, cluster, ports, &id, DeviceId(i as u32))?;
                 }
                 Ok(())
             })?;
@@ -195,7 +200,14 @@ pub(crate) fn devices(site: &Site, cluster: &Cluster, user: &User) -> io::Result
     })
 }
 
-fn device(w: &mut W, site: &Site, cluster: &Cluster, user: &str, id: DeviceId) -> io::Result<()> {
+fn device(
+    w: &mut W,
+    site: &Site,
+    cluster: &Cluster,
+    ports: &[NodePorts],
+    user: &str,
+    id: DeviceId,
+) -> io::Result<()> {
     let d = cluster.device(id);
     let pkid = pkid(cluster, "device", &d.name);
     let uri = site.uri(&format!("user/{user}/device/{pkid}"));
@@ -213,7 +225,7 @@ fn device(w: &mut W, site: &Site, cluster: &Cluster, user: &str, id: DeviceId) -
                 .with_attribute(("editable", "true"))
                 .write_text_content(BytesText::new(&d.name))?;
             text(w, "protocol", "SIP")?;
-            if let Some(url) = config_file_url(cluster, id) {
+            if let Some(url) = config_file_url(cluster, ports, id) {
                 w.create_element("configFile")
                     .write_inner_content(|w| text(w, "uri", &url))?;
             }
@@ -225,23 +237,28 @@ fn device(w: &mut W, site: &Site, cluster: &Cluster, user: &str, id: DeviceId) -
 /// Where `device` downloads its configuration file: HTTPS (the TFTP server's 6971) for a
 /// device with an OAuth profile while the cluster is in SIP OAuth mode, HTTP (6970)
 /// otherwise; from the first node of the device's group.
-pub fn config_file_url(cluster: &Cluster, device: DeviceId) -> Option<String> {
-    let node = cluster
+///
+/// `ports` are the ports the nodes publish, in `cluster.nodes` order
+/// ([`crate::provisioning::Provisioning::ports`]: the bound ones).
+pub fn config_file_url(cluster: &Cluster, ports: &[NodePorts], device: DeviceId) -> Option<String> {
+    let id = cluster
         .nodes_of(device)
         .first()
-        .map(|&n| cluster.node(n))
-        .or_else(|| cluster.nodes.first())?;
+        .copied()
+        .or_else(|| (!cluster.nodes.is_empty()).then_some(NodeId(0)))?;
+    let node = cluster.node(id);
+    let published = ports.get(usize::from(id.0)).unwrap_or(&node.ports);
     let name = &cluster.device(device).name;
     let oauth = cluster.params.sip_oauth_mode && cluster.profile_of(device).oauth;
     Some(if oauth {
         format!(
             "https://{}/{name}.cnf.xml",
-            SocketAddr::new(node.address, node.ports.tftp_https)
+            SocketAddr::new(node.address, published.tftp_https)
         )
     } else {
         format!(
             "http://{}/{name}.cnf.xml",
-            SocketAddr::new(node.address, node.ports.tftp_http)
+            SocketAddr::new(node.address, published.tftp_http)
         )
     })
 }
@@ -384,7 +401,8 @@ mod tests {
     #[test]
     fn config_urls() {
         let (cluster, _) = lab();
-        let url = |name| config_file_url(&cluster, cluster.device_by_name(name).unwrap());
+        let ports: Vec<NodePorts> = cluster.nodes.iter().map(|n| n.ports).collect();
+        let url = |name| config_file_url(&cluster, &ports, cluster.device_by_name(name).unwrap());
         assert_eq!(
             url("CSFrado").as_deref(),
             Some("https://127.0.0.1:6971/CSFrado.cnf.xml")
@@ -408,8 +426,9 @@ mod tests {
         let (mut cluster, _) = lab();
         cluster.params.sip_oauth_mode = false;
         let id = cluster.device_by_name("CSFrado").unwrap();
+        let ports: Vec<NodePorts> = cluster.nodes.iter().map(|n| n.ports).collect();
         assert_eq!(
-            config_file_url(&cluster, id).as_deref(),
+            config_file_url(&cluster, &ports, id).as_deref(),
             Some("http://127.0.0.1:6970/CSFrado.cnf.xml")
         );
     }

@@ -19,3 +19,4 @@ mod register;
 mod streams;
 mod uds;
 mod web;
+mod xml;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::*;
+use crate::xml;
 
 fn tftp_http(s: &TestServer, node: u16) -> std::net::SocketAddr {
     s.server()
@@ -315,94 +316,6 @@ async fn mode_off_serves_every_file_on_6970() {
     let a = plain_get(&s, "/CSFrado.cnf.xml").await;
     assert_file(&a, "rado");
     assert_eq!(xml::parse(&a.body).child("sipOAuthMode").text, "0");
-}
-
-/// A small tree from quick-xml's reader (no namespace processing: UCM's root uses the
-/// undeclared `xsi:` and `axl:` prefixes).
-mod xml {
-    use quick_xml::Reader;
-    use quick_xml::events::{BytesStart, Event};
-
-    #[derive(Debug, Default)]
-    pub struct El {
-        pub name: String,
-        pub attrs: Vec<(String, String)>,
-        pub children: Vec<Self>,
-        pub text: String,
-    }
-
-    impl El {
-        pub fn attr(&self, name: &str) -> Option<&str> {
-            self.attrs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        }
-
-        pub fn child(&self, name: &str) -> &Self {
-            self.children
-                .iter()
-                .find(|c| c.name == name)
-                .unwrap_or_else(|| panic!("<{}> has no <{name}>", self.name))
-        }
-
-        pub fn path(&self, path: &str) -> &Self {
-            path.split('/').fold(self, |e, n| e.child(n))
-        }
-    }
-
-    pub fn parse(xml: &[u8]) -> El {
-        let mut reader = Reader::from_reader(xml);
-        let mut stack = vec![El::default()];
-        loop {
-            match reader.read_event().expect("well-formed XML") {
-                Event::Start(s) => stack.push(element(&s)),
-                Event::Empty(s) => stack.last_mut().unwrap().children.push(element(&s)),
-                Event::Text(t) => stack.last_mut().unwrap().text += &t.decode().unwrap(),
-                Event::GeneralRef(r) => {
-                    let c = match &*r.decode().unwrap() {
-                        "lt" => "<",
-                        "gt" => ">",
-                        "amp" => "&",
-                        "quot" => "\"",
-                        "apos" => "'",
-                        other => panic!("entity {other}"),
-                    };
-                    stack.last_mut().unwrap().text += c;
-                }
-                Event::End(_) => {
-                    let mut done = stack.pop().unwrap();
-                    if !done.children.is_empty() {
-                        done.text.clear();
-                    }
-                    stack.last_mut().unwrap().children.push(done);
-                }
-                Event::Eof => break,
-                Event::Decl(_) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        let mut top = stack.pop().unwrap();
-        assert_eq!(top.children.len(), 1, "one root element");
-        top.children.pop().unwrap()
-    }
-
-    fn element(s: &BytesStart<'_>) -> El {
-        El {
-            name: String::from_utf8(s.name().as_ref().to_vec()).unwrap(),
-            attrs: s
-                .attributes()
-                .map(|a| {
-                    let a = a.unwrap();
-                    (
-                        String::from_utf8(a.key.as_ref().to_vec()).unwrap(),
-                        a.unescape_value().unwrap().into_owned(),
-                    )
-                })
-                .collect(),
-            ..El::default()
-        }
-    }
 }
 
 /// TFTP on the daemon serves what 6970 serves, to a real client (`curl tftp://`), and nothing

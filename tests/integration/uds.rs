@@ -3,104 +3,9 @@
 //! Bearer), the user-reads-itself rule, and 4xx answers to odd input.
 
 use base64::Engine;
-use quick_xml::Reader;
-use quick_xml::events::Event;
 
 use crate::harness::*;
-
-/// An element of a parsed answer.
-#[derive(Debug, Default)]
-struct Element {
-    name: String,
-    attributes: Vec<(String, String)>,
-    text: String,
-    children: Vec<Self>,
-}
-
-impl Element {
-    fn parse(bytes: &[u8]) -> Self {
-        let mut reader = Reader::from_reader(bytes);
-        reader.config_mut().trim_text(true);
-        let mut stack: Vec<Self> = vec![Self::default()];
-        loop {
-            match reader.read_event().expect("well-formed XML") {
-                Event::Start(e) => stack.push(Self::open(&e)),
-                Event::Empty(e) => {
-                    let element = Self::open(&e);
-                    stack.last_mut().unwrap().children.push(element);
-                }
-                Event::End(_) => {
-                    let done = stack.pop().unwrap();
-                    stack.last_mut().unwrap().children.push(done);
-                }
-                Event::Text(t) => {
-                    stack
-                        .last_mut()
-                        .unwrap()
-                        .text
-                        .push_str(&t.decode().unwrap());
-                }
-                Event::GeneralRef(r) => {
-                    let name = r.decode().unwrap();
-                    let c = match &*name {
-                        "amp" => "&",
-                        "lt" => "<",
-                        "gt" => ">",
-                        "quot" => "\"",
-                        "apos" => "'",
-                        other => panic!("entity {other}"),
-                    };
-                    stack.last_mut().unwrap().text.push_str(c);
-                }
-                Event::Eof => break,
-                _ => {}
-            }
-        }
-        assert_eq!(stack.len(), 1, "unclosed elements");
-        let mut root = stack.pop().unwrap();
-        assert_eq!(root.children.len(), 1, "one root element");
-        root.children.pop().unwrap()
-    }
-
-    fn open(e: &quick_xml::events::BytesStart<'_>) -> Self {
-        Self {
-            name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
-            attributes: e
-                .attributes()
-                .map(|a| {
-                    let a = a.unwrap();
-                    (
-                        String::from_utf8(a.key.as_ref().to_vec()).unwrap(),
-                        a.unescape_value().unwrap().into_owned(),
-                    )
-                })
-                .collect(),
-            ..Self::default()
-        }
-    }
-
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn child(&self, name: &str) -> &Self {
-        self.children
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("<{}> has no <{name}>: {self:?}", self.name))
-    }
-
-    fn all(&self, name: &str) -> Vec<&Self> {
-        self.children.iter().filter(|c| c.name == name).collect()
-    }
-
-    fn text_of(&self, name: &str) -> &str {
-        &self.child(name).text
-    }
-}
+use crate::xml::{El as Element, parse};
 
 async fn get(s: &TestServer, path: &str, headers: &[(&str, &str)]) -> HttpAnswer {
     https(
@@ -120,7 +25,7 @@ fn basic(user: &str, password: &str) -> String {
 fn document(a: &HttpAnswer, root: &str) -> Element {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("content-type"), Some("application/xml"));
-    let doc = Element::parse(&a.body);
+    let doc = parse(&a.body);
     assert_eq!(doc.name, root, "{}", a.text());
     assert_eq!(doc.attr("version"), Some("12.5.1"));
     doc
@@ -299,6 +204,15 @@ async fn user_needs_its_own_credentials() {
 #[tokio::test]
 async fn devices_with_their_config_files() {
     let s = TestServer::lab().await;
+    // The URLs name the ports the server bound (in tests, ephemeral ones).
+    let port = |node: u16, web| {
+        s.server()
+            .web_addr(sip_oauth_registrar::cluster::NodeId(node), web)
+            .unwrap()
+            .port()
+    };
+    use sip_oauth_registrar::net::WebPort::{TftpHttp, TftpHttps};
+    let (https1, http1, https2) = (port(0, TftpHttps), port(0, TftpHttp), port(1, TftpHttps));
     let a = get(
         &s,
         "/cucm-uds/user/rado/devices",
@@ -319,7 +233,7 @@ async fn devices_with_their_config_files() {
     assert_eq!(d.text_of("protocol"), "SIP");
     assert_eq!(
         d.child("configFile").text_of("uri"),
-        "https://127.0.0.1:6971/CSFrado.cnf.xml"
+        format!("https://127.0.0.1:{https1}/CSFrado.cnf.xml")
     );
     let id = d.text_of("id");
     assert_eq!(
@@ -334,23 +248,31 @@ async fn devices_with_their_config_files() {
     )
     .await;
     let doc = document(&a, "devices");
-    let found: Vec<(&str, &str)> = doc
+    let found: Vec<(&str, String)> = doc
         .all("device")
         .iter()
-        .map(|d| (d.text_of("name"), d.child("configFile").text_of("uri")))
+        .map(|d| {
+            (
+                d.text_of("name"),
+                d.child("configFile").text_of("uri").to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         found,
         [
             (
                 "SEP001122334455",
-                "https://127.0.0.1:6971/SEP001122334455.cnf.xml"
+                format!("https://127.0.0.1:{https1}/SEP001122334455.cnf.xml")
             ),
             (
                 "SEP0011223344AA",
-                "http://127.0.0.1:6970/SEP0011223344AA.cnf.xml"
+                format!("http://127.0.0.1:{http1}/SEP0011223344AA.cnf.xml")
             ),
-            ("SIPlegacy1", "http://127.0.0.1:6970/SIPlegacy1.cnf.xml"),
+            (
+                "SIPlegacy1",
+                format!("http://127.0.0.1:{http1}/SIPlegacy1.cnf.xml")
+            ),
         ]
     );
     let models: Vec<&str> = doc
@@ -377,7 +299,7 @@ async fn devices_with_their_config_files() {
     let doc = document(&a, "devices");
     assert_eq!(
         doc.child("device").child("configFile").text_of("uri"),
-        "https://127.0.0.2:6971/CSFalice.cnf.xml"
+        format!("https://127.0.0.2:{https2}/CSFalice.cnf.xml")
     );
 }
 

@@ -9,6 +9,7 @@ mod harness;
 mod admin;
 mod binary;
 mod errors;
+mod jabber;
 mod jose;
 mod mtls;
 mod oauth;

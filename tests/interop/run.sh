@@ -204,6 +204,9 @@ for attempt in 1 2 3 4 5; do
   OAUTH_PORT=$(cfg sip_oauth_port)
   MRA_PORT=$(cfg sip_mra_oauth_port)
   HTTPS_PORT=$(cfg https_port)
+  TFTP_HTTP_PORT=$(cfg tftp_http_port)
+  TFTP_HTTPS_PORT=$(cfg tftp_https_port)
+  TFTP_PORT=$(cfg tftp_port)
   [ -n "$N1_ADDR" ] && [ -n "$N2_ADDR" ] && [ -n "$SIP_PORT" ] && [ -n "$OAUTH_PORT" ] &&
     [ -n "$MRA_PORT" ] || die "cannot read node addresses and ports from $CFG"
   if start_daemon; then
@@ -470,6 +473,57 @@ case_f() {
   sipp_run f-regen "127.0.0.1:$STUNNEL_OAUTH" t1 oauth-refused.xml -key token "$tok" "${bob[@]}"
 }
 
+# g. Config files as the issue's "done when" fetches them: the legacy device's over HTTP 6970
+#    and TFTP (curl tftp://), the OAuth device's over HTTPS 6971 with its owner's token; each
+#    well-formed (expat, no namespace processing: UCM's root uses undeclared prefixes) and
+#    naming the ports the daemon listens on.
+case_g() {
+  local tok file
+  file_ports() { # FILE -> "sipPort sipOAuthPort" of the first member
+    python3 - "$1" <<'PY'
+import sys, xml.parsers.expat
+text, stack, found = {}, [], {}
+p = xml.parsers.expat.ParserCreate()
+def start(name, attrs): stack.append(name); text[len(stack)] = ""
+def data(d): text[len(stack)] = text.get(len(stack), "") + d
+def end(name):
+    if name in ("sipPort", "sipOAuthPort") and name not in found: found[name] = text[len(stack)].strip()
+    stack.pop()
+p.StartElementHandler, p.CharacterDataHandler, p.EndElementHandler = start, data, end
+p.Parse(open(sys.argv[1], "rb").read(), True)
+print(found["sipPort"], found["sipOAuthPort"])
+PY
+  }
+  timeout 20 curl -sSf "http://$N1_ADDR:$TFTP_HTTP_PORT/SIPlegacy1.cnf.xml" -o "$WORK/g-http.xml" \
+    2>>"$WORK/curl.err" || { say "    6970: $(tail -n 1 "$WORK/curl.err")"; return 1; }
+  timeout 20 curl -sSf "tftp://$N1_ADDR:$TFTP_PORT/SIPlegacy1.cnf.xml" -o "$WORK/g-tftp.xml" \
+    2>>"$WORK/curl.err" || { say "    tftp: $(tail -n 1 "$WORK/curl.err")"; return 1; }
+  cmp -s "$WORK/g-http.xml" "$WORK/g-tftp.xml" || { say "    TFTP and HTTP files differ"; return 1; }
+  [ "$(file_ports "$WORK/g-http.xml")" = "$SIP_PORT $OAUTH_PORT" ] || {
+    say "    legacy file ports $(file_ports "$WORK/g-http.xml"), listening $SIP_PORT $OAUTH_PORT"
+    return 1
+  }
+  say "    SIPlegacy1.cnf.xml over 6970 and TFTP: identical, sipPort $SIP_PORT, sipOAuthPort $OAUTH_PORT"
+  tok=$(timeout 20 curl -sS --cacert "$CERTS/lab-ca.pem" "https://$N1_ADDR:$HTTPS_PORT/ssosp/oauth/token" \
+    -d grant_type=password -d username=rado -d password=lab -d client_id="C$(printf '%064d' 7)" \
+    2>>"$WORK/curl.err" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("access_token", ""))')
+  [ "$(timeout 20 curl -s -o /dev/null -w '%{http_code}' --cacert "$CERTS/lab-ca.pem" \
+    "https://$N1_ADDR:$TFTP_HTTPS_PORT/CSFrado.cnf.xml")" = 401 ] || {
+    say "    6971 without a token is not 401"
+    return 1
+  }
+  timeout 20 curl -sSf --cacert "$CERTS/lab-ca.pem" -H "Authorization: Bearer $tok" \
+    "https://$N1_ADDR:$TFTP_HTTPS_PORT/CSFrado.cnf.xml" -o "$WORK/g-https.xml" 2>>"$WORK/curl.err" || {
+    say "    6971: $(tail -n 1 "$WORK/curl.err")"
+    return 1
+  }
+  [ "$(file_ports "$WORK/g-https.xml")" = "$SIP_PORT $OAUTH_PORT" ] || {
+    say "    CSFrado file ports $(file_ports "$WORK/g-https.xml")"
+    return 1
+  }
+  say "    CSFrado.cnf.xml over 6971: 401 without a token, 200 with rado's; the same ports"
+}
+
 # b. The same Jabber device on the legacy SIP port (UDP): 403 port mismatch.
 case_b() {
   sipp_run b-mismatch "$N1_ADDR:$SIP_PORT" u1 legacy-port-mismatch.xml
@@ -547,6 +601,7 @@ case_e3() {
 
 run_case "a: OAuth port 5090 over TLS (SIPp+stunnel): 407 Bearer, 200 with token, refresh" case_a
 run_case "f: curl token service on 8443 (password, refresh, code flow), SIPp on 5090, revoke, key regen" case_f
+run_case "g: config files over 6970, TFTP and 6971 (with a token), well-formed, naming the bound ports" case_g
 run_case "b: OAuth device on legacy port 5060/UDP: 403 SIP OAuth Registration port Mismatch" case_b
 run_case "c: non-secure legacy device on port 5060/UDP, node 2: 200 without credentials" case_c
 run_case "d: MRA port 5091 mutual TLS with Expressway-C certificate: 407, 200 with token" case_d

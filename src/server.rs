@@ -360,9 +360,11 @@ impl Server {
             tasks.spawn(outside.refresh_task(cancel.child_token()));
         }
         tasks.spawn(sweep_token_cache(tokens.clone(), cancel.child_token()));
+        // Every listener holds a descriptor, and so does every TFTP transfer (its own socket).
+        let tftp_limits = crate::tftp::TftpLimits::default();
         let process_permits = Arc::new(tokio::sync::Semaphore::new(connection_budget(
             settings.limits.max_connections,
-            listeners.len(),
+            listeners.len() + tftp.len() * tftp_limits.max_transfers,
         )));
         for (socket, node) in udp {
             tasks.spawn(transport::serve_udp(
@@ -382,7 +384,7 @@ impl Server {
             tasks.spawn(crate::tftp::serve(
                 socket,
                 files.clone(),
-                crate::tftp::TftpLimits::default(),
+                tftp_limits,
                 cancel.child_token(),
                 tasks.clone(),
             ));
@@ -507,8 +509,8 @@ const FD_RESERVE: u64 = 64;
 /// Raises the soft open-file limit to fit `wanted` connections; when the hard limit is lower,
 /// serves fewer, so accept never fails with EMFILE (which would refuse clients on every
 /// listener, not just the busy one).
-fn connection_budget(wanted: usize, listeners: usize) -> usize {
-    let reserve = FD_RESERVE + listeners as u64;
+fn connection_budget(wanted: usize, other_sockets: usize) -> usize {
+    let reserve = FD_RESERVE + other_sockets as u64;
     let want = wanted as u64 + reserve;
     match rlimit::increase_nofile_limit(want) {
         Ok(got) if got >= want => wanted,

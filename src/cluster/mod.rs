@@ -346,3 +346,24 @@ impl Cluster {
             .map(|i| NodeId(i as u16))
     }
 }
+
+/// A stable stand-in for a UCM pkid of a named thing (`kind` "device", "user",
+/// "devicePool"…): a UUID in RFC 9562's version 8 (custom) layout from the first 16 bytes of
+/// SHA-256(`<cluster uuid>/<kind>/<name>`). It survives restarts and differs between clusters;
+/// config files and UDS name a device by the same one.
+pub fn pkid(cluster_uuid: &str, kind: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(cluster_uuid.as_bytes())
+        .chain_update(b"/")
+        .chain_update(kind.as_bytes())
+        .chain_update(b"/")
+        .chain_update(name.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}

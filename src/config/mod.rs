@@ -21,6 +21,9 @@ use crate::cluster::{
 /// The lab cluster shipped in `config/lab.toml`, used when no `--config` is given.
 pub const LAB_CONFIG: &str = include_str!("../../config/lab.toml");
 
+/// Longest device name (UCM allows 15 for phones, 50 for other devices).
+const MAX_DEVICE_NAME: usize = 64;
+
 /// The device group of a cluster that configures none.
 const DEFAULT_GROUP: &str = "Default";
 
@@ -676,10 +679,20 @@ fn convert_devices(
     let mut seen: HashSet<String> = HashSet::with_capacity(raw.len());
     for (i, d) in raw.iter().enumerate() {
         let key = format!("devices[{i}]");
-        if !is_name_safe(&d.name) || d.name.contains(' ') {
+        // The name is also a file name (`<name>.cnf.xml` on 6970/6971 and TFTP) and a URL
+        // segment: UCM's device-name alphabet, which needs no escaping anywhere.
+        let file_safe = d.name.len() <= MAX_DEVICE_NAME
+            && !d.name.contains("..")
+            && d.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if d.name.is_empty() || !file_safe {
             problems.push(
                 format!("{key}.name"),
-                "must be a non-empty name without spaces, quotes or commas",
+                format!(
+                    "must be 1 to {MAX_DEVICE_NAME} letters, digits, '.', '_' or '-' (no \"..\"): \
+                     it names the device's config file"
+                ),
             );
         }
         if !seen.insert(d.name.to_ascii_lowercase()) {

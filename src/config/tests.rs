@@ -610,6 +610,20 @@ const RULES: &[Rule] = &[
         others: &[],
     },
     Rule {
+        name: "device name a config file cannot carry",
+        edits: &[(CSFRADO, "name = \"CSFrado\"", "name = \"CSF#rado\"")],
+        key: "devices[0].name",
+        message: &["letters, digits", "config file"],
+        others: &[],
+    },
+    Rule {
+        name: "device name with two dots",
+        edits: &[(CSFRADO, "name = \"CSFrado\"", "name = \"CSF..rado\"")],
+        key: "devices[0].name",
+        message: &["no \"..\""],
+        others: &[],
+    },
+    Rule {
         name: "duplicate node address",
         edits: &[(SUB1, "address = \"127.0.0.2\"", "address = \"127.0.0.1\"")],
         key: "nodes[1].address",

@@ -32,7 +32,6 @@ use std::io;
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
-use sha2::{Digest, Sha256};
 
 use crate::cluster::{Cluster, DeviceId, NodePorts};
 
@@ -64,22 +63,9 @@ pub fn render_with_ports(cluster: &Cluster, ports: &[NodePorts], device: DeviceI
     }
 }
 
-/// A name-based UUID: the first 16 bytes of SHA-256(`<cluster uuid>/<kind>/<name>`), with the
-/// version 5 and RFC 9562 variant bits set. Lower-case hyphenated, without braces.
+/// A device's or device pool's UUID: [`crate::cluster::pkid`], the one UDS gives too.
 pub fn name_uuid(cluster_uuid: &str, kind: &str, name: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(cluster_uuid.as_bytes())
-        .chain_update(b"/")
-        .chain_update(kind.as_bytes())
-        .chain_update(b"/")
-        .chain_update(name.as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_sha1_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    crate::cluster::pkid(cluster_uuid, kind, name)
 }
 
 type W = Writer<Vec<u8>>;

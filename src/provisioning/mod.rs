@@ -28,8 +28,8 @@ pub const MAX_FILE_NAME: usize = 128;
 pub struct Provisioning {
     cluster: Arc<Cluster>,
     authenticator: Arc<dyn Authenticator>,
-    /// Device names in ASCII lower case, for the case-insensitive second lookup; the first
-    /// device in configuration order wins when two names differ only in case.
+    /// Device names in ASCII lower case, for the case-insensitive second lookup (the
+    /// configuration refuses two names that differ only in case).
     folded: HashMap<String, DeviceId>,
     /// The ports files publish, per node; set once the listeners are bound (see
     /// [`Self::publish_ports`]). Unset, files publish the configured ports.

@@ -22,7 +22,9 @@
 //!   `/SEP….cnf.xml`, and tftp-hpa's `-s` (secure, chroot) mode serves both as the same file.
 //!   The rest goes to [`FileSource`] as is. Unknown name → ERROR 1 "File not found".
 //! - Options (RFC 2347, names case-insensitive, first occurrence wins, unknown ones ignored):
-//!   `blksize` 8..=65464, clamped down to [`TftpLimits::max_blksize`]; `timeout` 1..=255 s;
+//!   `blksize` 8..=65464, clamped down to [`TftpLimits::max_blksize`]; `timeout` 1..=5 s (RFC
+//!   2349 allows up to 255, and a server may leave an option out: a long timeout would let a
+//!   silent client hold a transfer slot for minutes);
 //!   `tsize` answered with the file's size (left out for an empty file: curl takes
 //!   `tsize 0` in an OACK for an error). Out-of-range values drop that option. An OACK is
 //!   sent only when at least one option is accepted; otherwise DATA 1 follows directly.
@@ -30,14 +32,17 @@
 //!   port 0 (RFC 1350's TID). A datagram from any other address gets ERROR 5 "Unknown transfer
 //!   ID" and the transfer goes on.
 //! - The last DATA (or OACK) is resent when no ACK comes within the timeout, up to
-//!   [`TftpLimits::retries`] times, then the transfer is dropped silently. Old or duplicate
+//!   [`TftpLimits::retries`] times, then the transfer is dropped silently. Until the client has
+//!   ACKed once (proving it receives at its address), the first packet is resent only once: a
+//!   spoofed RRQ makes the server send two packets to its victim, not six. Old or duplicate
 //!   ACKs are ignored, never answered (no Sorcerer's Apprentice). ERROR from the client ends the
 //!   transfer; a DATA/RRQ/WRQ/OACK from the client gets ERROR 4 and ends it; unparsable
 //!   datagrams are dropped.
 //! - Block numbers roll over from 65535 to 0 (as tftp-hpa and curl do), so file size is not
 //!   capped by the protocol.
-//! - At most [`TftpLimits::max_transfers`] transfers at a time; more → ERROR 0 "Server busy,
-//!   try again later" from the listening port. A repeated RRQ from a client address whose
+//! - At most [`TftpLimits::max_transfers`] transfers at a time per listening socket (node), and
+//!   at most [`MAX_TRANSFERS_PER_CLIENT`] per client IP address, so one address cannot take
+//!   every slot; more → ERROR 0 "Server busy, try again later" from the listening port. A repeated RRQ from a client address whose
 //!   transfer is still running is dropped (it is a retransmission).
 //! - On the listening port, malformed datagrams and stray DATA/ACK/ERROR are dropped without a
 //!   reply (no reflection). On cancel, running transfers send ERROR 0 and stop.
@@ -61,6 +66,15 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use self::packet::{ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE, Mode, Packet, PacketError};
+
+/// Longest retransmission timeout a client may negotiate (RFC 2349 allows 255 s; a value
+/// above this is left out of the OACK and the default applies).
+pub const MAX_NEGOTIATED_TIMEOUT_SECS: u64 = 5;
+/// Transfers one client IP address may run at once on one listening socket.
+pub const MAX_TRANSFERS_PER_CLIENT: usize = 4;
+/// Resends of the first packet before the client has ACKed anything: it has not shown that it
+/// receives at the address it claims, which may be a spoofed victim's.
+const UNPROVEN_RETRIES: u32 = 1;
 
 /// Where files come from: the daemon passes a closure that renders a non-OAuth device's config
 /// file by name, `None` for anything else. Called once per read request, in the transfer's task.
@@ -109,8 +123,8 @@ pub async fn serve(
         }
     };
     // `max_transfers` caps sockets and rendered files held at once; a client that never ACKs
-    // holds its permit for (retries + 1) × timeout at most (the client may negotiate a timeout
-    // of up to 255 s).
+    // holds its permit for 2 × timeout at most (at most 5 s each), and one client IP holds at
+    // most MAX_TRANSFERS_PER_CLIENT of them.
     let permits = Arc::new(Semaphore::new(limits.max_transfers));
     let active = Active::default();
     // Requests fit in 512 bytes (RFC 2347); a larger datagram is read truncated, which almost
@@ -155,9 +169,18 @@ pub async fn serve(
             send_reply(&socket, &reply, peer).await;
             continue;
         }
-        let Some(guard) = active.claim(peer) else {
-            tracing::debug!(%peer, "tftp: repeated RRQ during its transfer");
-            continue;
+        let guard = match active.claim(peer) {
+            Claim::Granted(guard) => guard,
+            Claim::Running => {
+                tracing::debug!(%peer, "tftp: repeated RRQ during its transfer");
+                continue;
+            }
+            Claim::TooMany => {
+                tracing::info!(%peer, max = MAX_TRANSFERS_PER_CLIENT, "tftp: client transfer limit reached");
+                let reply = packet::error(ErrorCode::NotDefined, "Server busy, try again later");
+                send_reply(&socket, &reply, peer).await;
+                continue;
+            }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::info!(%peer, max = limits.max_transfers, "tftp: transfer limit reached");
@@ -190,6 +213,7 @@ pub async fn serve(
             peer,
             timeout: limits.timeout,
             retries: limits.retries,
+            proven: false,
             cancel: cancel.child_token(),
         };
         tasks.spawn(run(transfer, job, Arc::clone(&files), limits, permit, guard).instrument(span));
@@ -242,7 +266,7 @@ fn negotiate(options: &[(String, String)], size: usize, limits: &TftpLimits) -> 
                 out.oack.push(("blksize", granted.to_string()));
             }
             "timeout" => {
-                let Ok(secs @ 1..=255) = value.parse::<u64>() else {
+                let Ok(secs @ 1..=MAX_NEGOTIATED_TIMEOUT_SECS) = value.parse::<u64>() else {
                     continue;
                 };
                 out.timeout = Duration::from_secs(secs);
@@ -320,6 +344,8 @@ struct Transfer {
     peer: SocketAddr,
     timeout: Duration,
     retries: u32,
+    /// The client has ACKed something: it receives at `peer`.
+    proven: bool,
     cancel: CancellationToken,
 }
 
@@ -369,7 +395,10 @@ impl Transfer {
                     continue;
                 }
                 match packet::parse(&buf[..len]) {
-                    Ok(Packet::Ack(b)) if b == block => return Ok(()),
+                    Ok(Packet::Ack(b)) if b == block => {
+                        self.proven = true;
+                        return Ok(());
+                    }
                     // An old or duplicate ACK: answering it would double every later block.
                     Ok(Packet::Ack(_)) | Err(_) => {}
                     Ok(Packet::Error { code, message }) => {
@@ -388,7 +417,12 @@ impl Transfer {
                     }
                 }
             }
-            if sends > self.retries {
+            let retries = if self.proven {
+                self.retries
+            } else {
+                self.retries.min(UNPROVEN_RETRIES)
+            };
+            if sends > retries {
                 return Err(End::TimedOut);
             }
         }
@@ -405,9 +439,24 @@ async fn send_reply(socket: &UdpSocket, packet: &[u8], to: SocketAddr) {
     }
 }
 
-/// Client addresses with a transfer running, so a retransmitted RRQ does not start a second.
+/// Client addresses with a transfer running, so a retransmitted RRQ does not start a second,
+/// and how many each client IP runs.
 #[derive(Default, Clone)]
-struct Active(Arc<Mutex<HashSet<SocketAddr>>>);
+struct Active(Arc<Mutex<ActiveSet>>);
+
+#[derive(Default)]
+struct ActiveSet {
+    peers: HashSet<SocketAddr>,
+    per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+enum Claim {
+    Granted(ActiveGuard),
+    /// This address already has a transfer running (a retransmitted RRQ).
+    Running,
+    /// This IP already runs [`MAX_TRANSFERS_PER_CLIENT`] transfers.
+    TooMany,
+}
 
 /// Removes its address from [`Active`] when the transfer's task ends.
 struct ActiveGuard {
@@ -416,11 +465,20 @@ struct ActiveGuard {
 }
 
 impl Active {
-    fn claim(&self, peer: SocketAddr) -> Option<ActiveGuard> {
+    fn claim(&self, peer: SocketAddr) -> Claim {
         // Held only for an insert or remove, never across an await; a poisoned set is still a
         // valid set.
         let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        set.insert(peer).then(|| ActiveGuard {
+        if set.peers.contains(&peer) {
+            return Claim::Running;
+        }
+        let count = set.per_ip.entry(peer.ip()).or_default();
+        if *count >= MAX_TRANSFERS_PER_CLIENT {
+            return Claim::TooMany;
+        }
+        *count += 1;
+        set.peers.insert(peer);
+        Claim::Granted(ActiveGuard {
             set: self.clone(),
             peer,
         })
@@ -430,6 +488,12 @@ impl Active {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let mut set = self.set.0.lock().unwrap_or_else(PoisonError::into_inner);
-        set.remove(&self.peer);
+        set.peers.remove(&self.peer);
+        if let Some(count) = set.per_ip.get_mut(&self.peer.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                set.per_ip.remove(&self.peer.ip());
+            }
+        }
     }
 }

@@ -246,10 +246,44 @@ fn active_set() {
     let active = Active::default();
     let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let guard = active.claim(peer);
-    assert!(guard.is_some());
-    assert!(active.claim(peer).is_none());
+    assert!(matches!(guard, Claim::Granted(_)));
+    assert!(matches!(active.claim(peer), Claim::Running));
     drop(guard);
-    assert!(active.claim(peer).is_some());
+    assert!(matches!(active.claim(peer), Claim::Granted(_)));
+}
+
+#[test]
+fn one_client_ip_holds_a_bounded_share() {
+    let active = Active::default();
+    let held: Vec<Claim> = (0..MAX_TRANSFERS_PER_CLIENT)
+        .map(|i| active.claim(SocketAddr::from(([10, 0, 0, 1], 6000 + i as u16))))
+        .collect();
+    assert!(held.iter().all(|c| matches!(c, Claim::Granted(_))));
+    let one_more = SocketAddr::from(([10, 0, 0, 1], 7000));
+    assert!(matches!(active.claim(one_more), Claim::TooMany));
+    assert!(
+        matches!(
+            active.claim(SocketAddr::from(([10, 0, 0, 2], 7000))),
+            Claim::Granted(_)
+        ),
+        "another client is not affected"
+    );
+    drop(held);
+    assert!(matches!(active.claim(one_more), Claim::Granted(_)));
+}
+
+#[test]
+fn long_timeouts_are_not_granted() {
+    let limits = TftpLimits::default();
+    let options = |t: &str| vec![("timeout".to_owned(), t.to_owned())];
+    let n = negotiate(&options("5"), 100, &limits);
+    assert_eq!(n.timeout, Duration::from_secs(5));
+    let n = negotiate(&options("255"), 100, &limits);
+    assert_eq!(
+        n.timeout, limits.timeout,
+        "RFC 2349's maximum is refused here"
+    );
+    assert!(n.oack.is_empty());
 }
 
 // ---- the hand-written client ----
@@ -377,10 +411,20 @@ async fn retries_run_out_and_free_the_slot() {
     let server = Server::start(limits).await;
     let mut client = Client::new(server.addr).await;
     client.rrq("512.bin", &[]).await;
-    for _ in 0..3 {
+    // A client that never ACKed may be a spoofed victim: the first block goes out twice only.
+    for _ in 0..2 {
         assert_eq!(client.data().await.0, 1);
     }
     client.silent(Duration::from_millis(500)).await;
+    // One that ACKed gets every retry.
+    let mut proven = Client::new(server.addr).await;
+    proven.rrq("3k.bin", &[]).await;
+    assert_eq!(proven.data().await.0, 1);
+    proven.ack(1).await;
+    for _ in 0..3 {
+        assert_eq!(proven.data().await.0, 2);
+    }
+    proven.silent(Duration::from_millis(500)).await;
     // The one transfer slot is free again.
     let mut other = Client::new(server.addr).await;
     other.rrq("512.bin", &[]).await;

@@ -52,8 +52,10 @@
 //! - `<id>` elements are stable UUIDs derived from the cluster UUID and the name, not UCM's
 //!   pkids. `user`: personal fields the model lacks are present and empty; `displayName`,
 //!   `phoneNumber` and `primaryExtension` come from the first line of the user's first device;
-//!   links are given only to covered resources (`devices`), and `serviceProfile` points at
-//!   `http://<publisher>:<tftp_http_port>/SPDefault.cnf.xml` as the documented example does.
+//!   `serviceProfile` points at `http://<publisher>:<tftp_http_port>/SPDefault.cnf.xml` as the
+//!   documented example does, though that file is not served here (404), and each device's
+//!   `uri` names `user/<id>/device/<pkid>`, a resource not covered (404): both are there for
+//!   the documents' shape, not to be followed.
 //! - `devices`: `<model>` is the product type name (as UCM's is, e.g. `Cisco 8861`);
 //!   `<modelNumber>` (UCM's `typemodel` number, only where we know it: 503 for CSF…) and
 //!   `<configFile><uri>…</uri></configFile>` are our additions, shaped like `user`'s
@@ -109,11 +111,6 @@ impl Uds {
             provisioning,
             site,
         }
-    }
-
-    /// The `version` attribute and `<version>` every document carries.
-    pub fn version(&self) -> &str {
-        &self.site.version
     }
 }
 
@@ -326,7 +323,13 @@ impl Uds {
         let refused = Reject::Unauthorized {
             invalid_token: true,
         };
-        let identity = match self.authenticator.authenticate(rest.trim(), unix_now()) {
+        // RFC 6750's `Bearer <token>` and Cisco's `Bearer token="<token>"`, as on SIP and 6971.
+        let token = match crate::sip::grammar::parse_bearer_credential(value) {
+            Ok(crate::sip::grammar::Credential::CiscoToken(t)) => t,
+            Ok(crate::sip::grammar::Credential::Bearer(t)) => t.into(),
+            Err(_) => rest.trim().into(),
+        };
+        let identity = match self.authenticator.authenticate(&token, unix_now()) {
             Ok(identity) => identity,
             Err(e) => {
                 tracing::info!(reason = e.reason(), "UDS refused: bearer token");

@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
-use sha2::{Digest, Sha256};
 
 use crate::cluster::{Cluster, Device, DeviceId, Node, NodeId, NodePorts, ProductType, User};
 
@@ -300,21 +299,9 @@ fn server_name(node: &Node) -> String {
     }
 }
 
-/// A stable stand-in for UCM's pkid: a UUID (version 8 layout) from SHA-256 of the cluster
-/// UUID, the kind and the name, so it survives restarts and differs between clusters.
+/// The pkid config files give the same thing ([`crate::cluster::pkid`]).
 fn pkid(cluster: &Cluster, kind: &str, name: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(cluster.params.uuid.as_bytes())
-        .chain_update([0])
-        .chain_update(kind.as_bytes())
-        .chain_update([0])
-        .chain_update(name.as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .to_string()
+    crate::cluster::pkid(&cluster.params.uuid, kind, name)
 }
 
 /// Percent-encodes one URL path segment (RFC 3986 unreserved characters pass).

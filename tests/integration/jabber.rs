@@ -109,6 +109,7 @@ async fn a_scripted_jabber_logs_in_from_zero_and_registers() {
         .find(|d| d.text_of("name").starts_with("CSF"))
         .expect("a Jabber (CSF) device");
     let name = device.text_of("name").to_owned();
+    let pkid = device.text_of("id").to_owned();
     let (file_at, file_path) = split_url(device.child("configFile").text_of("uri"));
 
     // 3. Tokens.
@@ -131,6 +132,11 @@ async fn a_scripted_jabber_logs_in_from_zero_and_registers() {
         .await;
     let file = xml::parse(&a.body);
     assert_eq!(file.text_of("sipOAuthMode"), "1");
+    assert_eq!(
+        file.attr("uuid"),
+        Some(format!("{{{pkid}}}").as_str()),
+        "UDS and the config file name the device by the same id"
+    );
     let mut members: Vec<(u32, &xml::El)> = file
         .path("devicePool/callManagerGroup/members")
         .all("member")

@@ -349,6 +349,34 @@ async fn tftp_serves_the_same_files_as_6970() {
     assert_eq!(over_http.status, 200);
     assert_eq!(over_tftp.stdout, over_http.body, "the same rendered file");
     // An OAuth device's file is never sent without its owner's token: not over TFTP at all.
-    let refused = curl("CSFrado.cnf.xml").await.unwrap();
-    assert_eq!(refused.status.code(), Some(68), "TFTP file not found");
+    for name in ["CSFrado.cnf.xml", "csfrado.CNF.xml", "/CSFRADO.cnf.xml"] {
+        let refused = curl(name).await.unwrap();
+        assert_eq!(
+            refused.status.code(),
+            Some(68),
+            "{name}: TFTP file not found"
+        );
+    }
+}
+
+/// Case and encoding variants of an OAuth device's name reach the same rule as the name.
+#[tokio::test]
+async fn name_variants_of_an_oauth_device_get_no_file_without_a_token() {
+    let s = TestServer::lab().await;
+    for path in [
+        "/csfrado.CNF.XML",
+        "/CSFRADO.cnf.xml",
+        "/%43SFrado.cnf.xml",
+        "/CSFrado.cnf.xml?x=1",
+    ] {
+        let a = plain_get(&s, path).await;
+        assert_eq!(a.status, 403, "6970 {path}: {}", a.text());
+        let a = secure(&s, "GET", path, None).await;
+        assert_eq!(a.status, 401, "6971 {path}: {}", a.text());
+    }
+    let a = secure(&s, "GET", "/csfrado.CNF.XML.SGN", None).await;
+    assert_eq!(a.status, 401, "signed-file name variant: {}", a.text());
+    let alice = password_token(&s, "alice").await;
+    let a = secure(&s, "GET", "/csfrado.cnf.xml", Some(&alice)).await;
+    assert_eq!(a.status, 403, "another user's token, name variant");
 }

@@ -193,7 +193,11 @@ async fn user_needs_its_own_credentials() {
     assert_eq!(a.status, 401);
 
     // A user reads only itself, whichever way it authenticates.
-    for auth in [basic("rado", "lab"), format!("Bearer {}", s.token("rado"))] {
+    for auth in [
+        basic("rado", "lab"),
+        format!("Bearer {}", s.token("rado")),
+        format!("Bearer token=\"{}\"", s.token("rado")),
+    ] {
         for path in ["/cucm-uds/user/alice", "/cucm-uds/user/alice/devices"] {
             let a = get(&s, path, &[("authorization", &auth)]).await;
             assert_eq!(a.status, 403, "{path}: {}", a.text());

@@ -319,7 +319,11 @@ fn uuids_are_stable_name_based_and_distinct() {
     let uuid = a.attr("uuid").unwrap();
     assert!(uuid.starts_with('{') && uuid.ends_with('}'), "{uuid}");
     let parsed = uuid::Uuid::parse_str(&uuid[1..uuid.len() - 1]).unwrap();
-    assert_eq!(parsed.get_version_num(), 5);
+    assert_eq!(
+        parsed.get_version_num(),
+        8,
+        "SHA-256-based: RFC 9562's custom version"
+    );
     assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
     let alice = parse(&render(&c, device(&c, "CSFalice")));
     assert_ne!(alice.attr("uuid"), a.attr("uuid"));

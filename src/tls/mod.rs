@@ -221,7 +221,9 @@ fn load_roots(
     Ok(roots)
 }
 
-/// CN and DNS SANs of a certificate, lower-cased. Unparseable certificates name nothing.
+/// CN, DNS SANs and IP SANs of a certificate, lower-cased (IP addresses in canonical text
+/// form, as [`crate::expressway::parse_names`] stores them). Unparseable certificates name
+/// nothing.
 pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
@@ -234,8 +236,21 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .collect();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-                names.push(dns.to_ascii_lowercase());
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.push(dns.to_ascii_lowercase());
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
             }
         }
     }

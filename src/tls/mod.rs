@@ -323,3 +323,27 @@ impl ClientCertVerifier for ExpresswayVerifier {
         self.webpki.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_include_ip_sans() {
+        let mut params = rcgen::CertificateParams::new(vec![
+            "Exp-C2.Domain-9.com".to_owned(),
+            "10.1.2.3".to_owned(),
+            "2001:DB8::1".to_owned(),
+        ])
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "EXP-C2");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_names(cert.der()),
+            ["exp-c2", "exp-c2.domain-9.com", "10.1.2.3", "2001:db8::1"]
+        );
+    }
+}

@@ -22,6 +22,8 @@
 //! | [`registrar`] | the REGISTER pipeline and the binding [`registrar::Store`] |
 //! | [`pki`] | lab certificates and keys, made on first start |
 //! | [`admin`] | UCM's `admin:` CLI: command table, local admin socket (Unix), `cli` client |
+//! | [`expressway`] | the Expressway-C table (`expresswaycconfiguration`): persisted, published to the 5091 verifier; `run sql` |
+//! | [`axl`] | AXL (SOAP on 8443 `/axl/`): the Expressway-C operations and `executeSQLQuery` |
 //! | [`provisioning`] | the TFTP server's `<device>.cnf.xml` files: rendering, who gets which, HTTP 6970/6971 |
 //!
 //! `sip`, `policy`, `registrar` and `cluster` never touch sockets; in `auth`, only `external`
@@ -31,8 +33,10 @@
 
 pub mod admin;
 pub mod auth;
+pub mod axl;
 pub mod cluster;
 pub mod config;
+pub mod expressway;
 pub mod net;
 pub mod oauth;
 pub mod pki;

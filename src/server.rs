@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +15,7 @@ use crate::auth::external::ExternalIssuers;
 use crate::auth::{AuthOptions, Authenticator, Authenticators, TokenAuthority};
 use crate::cluster::{Cluster, NodeId, NodePorts};
 use crate::config::Settings;
+use crate::expressway::ExpresswayStore;
 use crate::net::{ListenerKind, Service, Transport, WebPort};
 use crate::oauth::service::{parse_encryption_key, unix_now};
 use crate::oauth::store::TokenStore;
@@ -70,6 +70,8 @@ pub enum StartError {
     Key(#[from] crate::auth::KeyError),
     #[error("tokens.encryption_key ({}): {reason}", path.display())]
     EncryptionKey { path: PathBuf, reason: String },
+    #[error("the Expressway-C table")]
+    Expressway(#[from] crate::expressway::ExpresswayError),
     #[error("tokens.refresh_store")]
     TokenStore(#[from] crate::oauth::store::StoreError),
     #[error("identity_providers")]
@@ -93,6 +95,7 @@ pub struct Server {
     tokens: Arc<TokenAuthority>,
     token_service: Arc<TokenService>,
     provisioning: Arc<Provisioning>,
+    expressway: Arc<ExpresswayStore>,
     tls: TlsSlots,
     listeners: Vec<BoundListener>,
     cancel: CancellationToken,
@@ -168,8 +171,13 @@ impl Server {
         cancel: CancellationToken,
     ) -> Result<(Self, PreparedState), StartError> {
         let prepared = prepare_state(settings, state_dir)?;
-        let expressway = Arc::new(ArcSwap::from_pointee(settings.cluster.expressway.clone()));
-        let tls = TlsConfigs::load(settings, state_dir, expressway)?;
+        // The table's file wins over `[[expressway_c]]` when present (crate::expressway).
+        let expressway = Arc::new(ExpresswayStore::open(
+            &state_dir.join(crate::expressway::FILE),
+            &settings.cluster.params.uuid,
+            &settings.cluster.expressway,
+        )?);
+        let tls = TlsConfigs::load(settings, state_dir, expressway.table())?;
         let tokens = Arc::new(TokenAuthority::new(
             &settings.cluster.params.uuid,
             &prepared.signing_key_pem,
@@ -223,7 +231,13 @@ impl Server {
             provisioning.clone(),
         ));
         let web = crate::web::finish(
-            crate::oauth::http::router(token_service.clone()).merge(crate::uds::router(uds)),
+            crate::oauth::http::router(token_service.clone())
+                .merge(crate::uds::router(uds))
+                .merge(crate::axl::router(Arc::new(crate::axl::Axl {
+                    tokens: token_service.clone(),
+                    expressway: expressway.clone(),
+                    sip_oauth_mode: cluster.params.sip_oauth_mode,
+                }))),
             &settings.limits,
         );
         let tftp_http = crate::web::finish(
@@ -346,7 +360,15 @@ impl Server {
         // Last to bind: it replaces a stale socket, which must not happen for a start that then
         // fails on a port in use.
         #[cfg(unix)]
-        let admin = crate::admin::bind(state_dir, token_service.clone()).await?;
+        let admin = crate::admin::bind(
+            state_dir,
+            Arc::new(DaemonOps {
+                tokens: token_service.clone(),
+                expressway: expressway.clone(),
+                sip_oauth_mode: cluster.params.sip_oauth_mode,
+            }),
+        )
+        .await?;
 
         let tasks = TaskTracker::new();
         #[cfg(unix)]
@@ -404,6 +426,7 @@ impl Server {
                 tokens,
                 token_service,
                 provisioning,
+                expressway,
                 tls,
                 listeners,
                 cancel,
@@ -449,6 +472,11 @@ impl Server {
         self.tls.swap(configs);
     }
 
+    /// The Expressway-C table (admin CLI, AXL, the 5091 verifier).
+    pub fn expressway(&self) -> &Arc<ExpresswayStore> {
+        &self.expressway
+    }
+
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
     }
@@ -470,6 +498,33 @@ impl Server {
         tokio::time::timeout(deadline, self.tasks.wait())
             .await
             .is_ok()
+    }
+}
+
+/// What the admin commands act on in the daemon: the token keys, the Expressway-C table and
+/// the cluster's SIP OAuth mode.
+#[cfg_attr(not(unix), allow(dead_code))]
+struct DaemonOps {
+    tokens: Arc<TokenService>,
+    expressway: Arc<ExpresswayStore>,
+    sip_oauth_mode: bool,
+}
+
+impl crate::admin::Operations for DaemonOps {
+    fn regen_key(&self, key: crate::oauth::AuthzKey) -> Result<String, String> {
+        crate::admin::Operations::regen_key(&*self.tokens, key)
+    }
+
+    fn key_hash(&self, key: crate::oauth::AuthzKey) -> String {
+        crate::admin::Operations::key_hash(&*self.tokens, key)
+    }
+
+    fn expressway(&self) -> Option<&ExpresswayStore> {
+        Some(&self.expressway)
+    }
+
+    fn sip_oauth_mode(&self) -> Option<bool> {
+        Some(self.sip_oauth_mode)
     }
 }
 

@@ -52,6 +52,14 @@ pub trait Operations: Send + Sync + 'static {
     fn regen_key(&self, key: AuthzKey) -> Result<String, String>;
     /// A hash of the current key (hex), never the key itself.
     fn key_hash(&self, key: AuthzKey) -> String;
+    /// The Expressway-C table (`set expresswayc …`, `run sql`); `None` where there is none.
+    fn expressway(&self) -> Option<&crate::expressway::ExpresswayStore> {
+        None
+    }
+    /// The cluster's SIP OAuth mode (`run sql … ClusterSIPOAuthMode`); `None` when unknown.
+    fn sip_oauth_mode(&self) -> Option<bool> {
+        None
+    }
 }
 
 pub use crate::oauth::AuthzKey;
@@ -205,6 +213,50 @@ pub static COMMANDS: &[CommandSpec] = &[
         help: "regenerate the OAuth token encryption key; every outstanding token stops working",
         confirm: Some(REGEN_WARNING),
         run: |ops, _| regen(ops, AuthzKey::Encryption),
+    },
+    CommandSpec {
+        words: "run sql",
+        args: Args::Rest("query"),
+        help: "run a read-only query: select * from expresswaycconfiguration, or the \
+               ClusterSIPOAuthMode processconfig query",
+        confirm: None,
+        run: crate::expressway::cli::run_sql,
+    },
+    CommandSpec {
+        words: "show expresswayc",
+        args: Args::None,
+        help: "list the Expressway-C entries the MRA port accepts, with the names they match",
+        confirm: None,
+        run: crate::expressway::cli::show,
+    },
+    CommandSpec {
+        words: "set expresswayc add",
+        args: Args::Rest("host> <names"),
+        help: "add an Expressway-C entry, then an optional description (names: comma-separated, \
+               or spaced in double quotes)",
+        confirm: None,
+        run: crate::expressway::cli::add,
+    },
+    CommandSpec {
+        words: "set expresswayc update",
+        args: Args::Rest("host> <names"),
+        help: "replace an entry's names, and its description when one follows",
+        confirm: None,
+        run: crate::expressway::cli::update,
+    },
+    CommandSpec {
+        words: "set expresswayc rename",
+        args: Args::Rest("host> <new-host"),
+        help: "change an entry's host name or IP",
+        confirm: None,
+        run: crate::expressway::cli::rename,
+    },
+    CommandSpec {
+        words: "set expresswayc remove",
+        args: Args::Rest("host"),
+        help: "remove an Expressway-C entry",
+        confirm: None,
+        run: crate::expressway::cli::remove,
     },
     CommandSpec {
         words: "help",

@@ -221,7 +221,9 @@ fn load_roots(
     Ok(roots)
 }
 
-/// CN and DNS SANs of a certificate, lower-cased. Unparseable certificates name nothing.
+/// CN, DNS SANs and IP SANs of a certificate, lower-cased (IP addresses in canonical text
+/// form, as [`crate::expressway::parse_names`] stores them). Unparseable certificates name
+/// nothing.
 pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
@@ -234,8 +236,21 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .collect();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-                names.push(dns.to_ascii_lowercase());
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.push(dns.to_ascii_lowercase());
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
             }
         }
     }
@@ -306,5 +321,29 @@ impl ClientCertVerifier for ExpresswayVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_include_ip_sans() {
+        let mut params = rcgen::CertificateParams::new(vec![
+            "Exp-C2.Domain-9.com".to_owned(),
+            "10.1.2.3".to_owned(),
+            "2001:DB8::1".to_owned(),
+        ])
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "EXP-C2");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_names(cert.der()),
+            ["exp-c2", "exp-c2.domain-9.com", "10.1.2.3", "2001:db8::1"]
+        );
     }
 }

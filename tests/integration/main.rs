@@ -7,6 +7,7 @@
 mod harness;
 
 mod admin;
+mod axl;
 mod binary;
 mod errors;
 mod jabber;

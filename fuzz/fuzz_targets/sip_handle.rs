@@ -85,7 +85,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(reply.is_none(), "a response was answered");
         }
         if let Some(reply) = reply {
-            assert!(reply.starts_with(b"SIP/2.0 "), "reply is not a SIP response");
+            assert!(
+                reply.starts_with(b"SIP/2.0 "),
+                "reply is not a SIP response"
+            );
             assert!(request.is_ok() || reply.len() < 64 * 1024);
         }
     }

@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole, split, "framing depends on how the stream was split");
 
     if let Ok(Some(message)) = frame_datagram(stream, limits) {
-        assert!(message.len() <= limits.max_message_bytes, "datagram over the limit");
+        assert!(
+            message.len() <= limits.max_message_bytes,
+            "datagram over the limit"
+        );
         assert!(!message.is_empty());
     }
 });

@@ -610,7 +610,14 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
 pub fn fuzz_inputs(params: &[u8], authorization: &[u8], service: &TokenService) {
     if let Ok(p) = Params::parse(params) {
         let _ = client_id(&p);
-        for name in ["grant_type", "username", "password", "refresh_token", "code", "user_id"] {
+        for name in [
+            "grant_type",
+            "username",
+            "password",
+            "refresh_token",
+            "code",
+            "user_id",
+        ] {
             let _ = p.required(name);
         }
         for name in ["redirect_uri", "state", "code_verifier", "scope"] {

@@ -919,6 +919,13 @@ impl VerifyKey {
     }
 }
 
+/// Fuzzing entry point (`fuzz/fuzz_targets/http_inputs.rs`), not an API: a JWK set as a
+/// `jwks_url` answers it, on arbitrary bytes. Returns how many keys were usable.
+#[doc(hidden)]
+pub fn fuzz_jwks(json: &[u8]) -> usize {
+    keys_from_jwks(json).map_or(0, |keys| keys.len())
+}
+
 /// The signature keys of a JWK set; keys that are not (see module docs) are skipped.
 fn keys_from_jwks(json: &[u8]) -> Result<Vec<VerifyKey>, String> {
     if json.len() > MAX_JWKS_BYTES {

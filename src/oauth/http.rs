@@ -603,6 +603,35 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
     Some((user.to_owned(), pass.to_owned()))
 }
 
+/// Fuzzing entry point (`fuzz/fuzz_targets/http_inputs.rs`), not an API: the parameter parser
+/// (query string or form body), the authorization request check and HTTP Basic credentials, on
+/// arbitrary bytes. Answers are dropped; only panics matter.
+#[doc(hidden)]
+pub fn fuzz_inputs(params: &[u8], authorization: &[u8], service: &TokenService) {
+    if let Ok(p) = Params::parse(params) {
+        let _ = client_id(&p);
+        for name in [
+            "grant_type",
+            "username",
+            "password",
+            "refresh_token",
+            "code",
+            "user_id",
+        ] {
+            let _ = p.required(name);
+        }
+        for name in ["redirect_uri", "state", "code_verifier", "scope"] {
+            let _ = p.bounded(name);
+        }
+        let _ = check_authorization(&p, service);
+    }
+    if let Ok(value) = HeaderValue::from_bytes(authorization) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value);
+        let _ = basic_credentials(&headers);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

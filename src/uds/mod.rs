@@ -395,6 +395,14 @@ fn lookup_cluster_user<'c>(cluster: &'c Cluster, query: &str) -> Result<Option<&
     Ok(cluster.user(&id))
 }
 
+/// Fuzzing entry point (`fuzz/fuzz_targets/http_inputs.rs`), not an API: the `clusterUser`
+/// query and the user id of a path, on arbitrary text. Only panics matter.
+#[doc(hidden)]
+pub fn fuzz_inputs(cluster: &Cluster, query: &str, id: &str) {
+    let _ = lookup_cluster_user(cluster, query);
+    let _ = check_id(id);
+}
+
 /// `200` with an XML document; user data is marked uncacheable.
 fn answer(document: std::io::Result<Vec<u8>>, private: bool) -> Response {
     let body = match document {

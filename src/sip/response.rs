@@ -47,7 +47,21 @@ pub fn encode(
     to_tag: u32,
     source: SocketAddr,
 ) -> Vec<u8> {
-    let mut out = String::with_capacity(512 + echo.vias.iter().map(String::len).sum::<usize>());
+    // Sized once: echoed values, our headers and the body, plus room for the fixed header
+    // names, Date, the To tag and the top Via's `received`/`rport`, so nothing reallocates.
+    let echoed = echo.vias.iter().map(|v| v.len() + 7).sum::<usize>()
+        + echo.from.len()
+        + echo.to.len()
+        + echo.call_id.len()
+        + echo.cseq.len()
+        + server.len();
+    let ours = reply
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum::<usize>()
+        + reply.body.map_or(0, |(t, b)| t.len() + b.len() + 16);
+    let mut out = String::with_capacity(256 + echoed + ours);
     // `write!` into a String cannot fail.
     let _ = write!(out, "SIP/2.0 {} {}\r\n", reply.status, reply.reason);
     for (i, via) in echo.vias.iter().enumerate() {

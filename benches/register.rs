@@ -66,7 +66,7 @@ const BUDGET_NS_PER_REFRESH: f64 = 10_000.0;
 const BUDGET_BYTES_PER_BINDING: f64 = 512.0;
 
 /// Every benchmark, in the order of the ratio table printed at the end.
-const BENCHES: [&str; 15] = [
+const BENCHES: [&str; 18] = [
     "baseline/copy",
     "baseline/rsip_parse",
     "baseline/sha256_token",
@@ -75,6 +75,9 @@ const BENCHES: [&str; 15] = [
     "register/port_mismatch",
     "register/refresh_cached_token",
     "register/refresh_cached_token_remotecc",
+    "register/top_via_as_received",
+    "register/top_via_received",
+    "register/top_via_rport",
     "register/first_token_validation",
     "tokens/validate_cached",
     "tokens/validate_cold",
@@ -526,6 +529,26 @@ fn benches(c: &mut Criterion, fx: &Fixture) {
         let mut reqs = Rotation::new(&refresh_remotecc);
         b.iter(|| fx.registrar.handle(black_box(reqs.next()), &fx.oauth));
     });
+    // The top Via as a response echoes it (RFC 3261 §18.2.1, RFC 3581): the common case (host
+    // is the source), `received` added (NAT), and `rport` filled in.
+    let via = "SIP/2.0/TLS 10.10.10.10:62162;branch=z9hG4bK00001188";
+    let via_rport = "SIP/2.0/UDP 10.10.10.10:62162;rport;branch=z9hG4bK00001188";
+    let jabber = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 10, 10, 10)), 62162);
+    let nat = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000);
+    for (id, via, source) in [
+        ("top_via_as_received", via, jabber),
+        ("top_via_received", via, nat),
+        ("top_via_rport", via_rport, nat),
+    ] {
+        g.bench_function(id, |b| {
+            let mut out = String::with_capacity(256);
+            b.iter(|| {
+                out.clear();
+                sip::response::write_top_via(&mut out, black_box(via), source);
+                black_box(out.len())
+            });
+        });
+    }
 
     // Cold: a token never seen, so an RSA-2048 verification, JSON claims and a cache insert.
     // Signing the fresh token in setup costs ~20x the routine: keep the sample small.

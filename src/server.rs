@@ -277,8 +277,7 @@ impl Server {
 
             let addr = at(node.ports.sip);
             let sip = Service::Sip(ListenerKind::Sip);
-            let socket = UdpSocket::bind(addr)
-                .await
+            let socket = transport::bind_udp(addr, &settings.limits)
                 .map_err(|e| bind_error(sip, Transport::Udp, addr, e))?;
             record(sip, Transport::Udp, local(&socket.local_addr(), addr));
             udp.push((socket, id));

@@ -57,6 +57,12 @@ pub struct Limits {
     pub message_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_bindings: usize,
+    /// `SO_RCVBUF` asked for on each SIP UDP socket: the queue a burst of datagrams waits in
+    /// while the listener handles them one by one. The kernel caps it at
+    /// `net.core.rmem_max` (logged at start).
+    pub udp_recv_buffer_bytes: usize,
+    /// `SO_SNDBUF` asked for on each SIP UDP socket (capped at `net.core.wmem_max`).
+    pub udp_send_buffer_bytes: usize,
 }
 
 /// TLS material, as paths relative to the state directory unless absolute.
@@ -302,6 +308,13 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         1,
         50_000_000,
     );
+    // Below 16 KiB the kernel rounds up anyway; above 1 GiB is a typo.
+    for (key, value) in [
+        ("limits.udp_recv_buffer_bytes", l.udp_recv_buffer_bytes),
+        ("limits.udp_send_buffer_bytes", l.udp_send_buffer_bytes),
+    ] {
+        range(&mut problems, key, value as u64, 16 << 10, 1 << 30);
+    }
     if c.min_expires_secs > c.keepalive_interval_secs {
         problems.push(
             "cluster.min_expires_secs",
@@ -387,6 +400,8 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
             message_timeout: Duration::from_millis(l.message_timeout_ms),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             max_bindings: l.max_bindings,
+            udp_recv_buffer_bytes: l.udp_recv_buffer_bytes,
+            udp_send_buffer_bytes: l.udp_send_buffer_bytes,
         },
         tls: TlsFiles {
             lab_pki: raw.tls.lab_pki,

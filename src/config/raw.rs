@@ -72,6 +72,8 @@ pub(super) struct Limits {
     pub(super) message_timeout_ms: u64,
     pub(super) idle_timeout_secs: u64,
     pub(super) max_bindings: usize,
+    pub(super) udp_recv_buffer_bytes: usize,
+    pub(super) udp_send_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +87,8 @@ impl Default for Limits {
             message_timeout_ms: 10_000,
             idle_timeout_secs: 300,
             max_bindings: 200_000,
+            udp_recv_buffer_bytes: 4 << 20,
+            udp_send_buffer_bytes: 1 << 20,
         }
     }
 }

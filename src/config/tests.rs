@@ -318,6 +318,8 @@ fn lab_limits_tls_and_tokens() {
             message_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_secs(300),
             max_bindings: 200_000,
+            udp_recv_buffer_bytes: 4 << 20,
+            udp_send_buffer_bytes: 1 << 20,
         }
     );
     assert_eq!(
@@ -949,6 +951,28 @@ const RULES: &[Rule] = &[
         edits: &[("[limits]", "max_headers = 64", "max_headers = 4")],
         key: "limits.max_headers",
         message: &["4 is out of range 8..=10000"],
+        others: &[],
+    },
+    Rule {
+        name: "udp receive buffer too small",
+        edits: &[(
+            "[limits]",
+            "udp_recv_buffer_bytes = 4194304",
+            "udp_recv_buffer_bytes = 1024",
+        )],
+        key: "limits.udp_recv_buffer_bytes",
+        message: &["1024 is out of range 16384..=1073741824"],
+        others: &[],
+    },
+    Rule {
+        name: "udp send buffer too large",
+        edits: &[(
+            "[limits]",
+            "udp_send_buffer_bytes = 1048576",
+            "udp_send_buffer_bytes = 2147483648",
+        )],
+        key: "limits.udp_send_buffer_bytes",
+        message: &["2147483648 is out of range 16384..=1073741824"],
         others: &[],
     },
     Rule {

@@ -213,6 +213,7 @@ impl Registrar {
             &outcome.reply,
             &self.cluster.server_header,
             response::new_tag(),
+            peer.addr,
         ))
     }
 

@@ -10,6 +10,12 @@ use super::*;
 
 const VIA_1: &str = "SIP/2.0/TLS 10.10.10.10:62162;branch=z9hG4bK00001188";
 const VIA_2: &str = "SIP/2.0/TLS 10.10.10.10:62162;branch=z9hG4bK00004a82";
+/// The source address of the spec's Jabber requests: the one their Via names, so responses to
+/// them echo the Via unchanged.
+const JABBER: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 10, 10, 10)),
+    62162,
+);
 const FROM: &str = "<sip:1010@10.10.10.1>;tag=882323451234089000003bdd-00005eff";
 const TO: &str = "<sip:1010@10.10.10.1>";
 const CALL_ID: &str = "88232345-12340017-00001c0b-00000cfa@10.10.10.10";
@@ -628,6 +634,7 @@ fn responses_are_not_requests() {
             &Reply::new(400, "Bad Request"),
             "Cisco-CUCM12.5",
             7,
+            JABBER,
         ))
         .unwrap(),
         "SIP/2.0 100 Trying\r\n\r\n".to_owned(),
@@ -928,7 +935,7 @@ fn the_407_for_the_spec_register_matches_ucm_line_by_line() {
     let req = ok(&Msg::register_1());
     let reply = Reply::new(407, "Proxy Authentication Required")
         .header("Proxy-Authenticate", "Bearer realm=\"ccmsipline\"");
-    let out = encode(&req.echo, &reply, "Cisco-CUCM12.5", 441_122_775);
+    let out = encode(&req.echo, &reply, "Cisco-CUCM12.5", 441_122_775, JABBER);
     let (lines, body) = split_response(&out);
     assert_lines(&lines, SPEC_407);
     assert!(body.is_empty());
@@ -952,7 +959,7 @@ fn the_200_for_the_spec_register_matches_ucm_line_by_line() {
             .header("Contact", contact.clone())
             .header("Supported", "X-cisco-srtp-fallback,X-cisco-sis-9.1.0")
     };
-    let out = encode(&req.echo, &reply, "Cisco-CUCM12.5", 1_915_868_308);
+    let out = encode(&req.echo, &reply, "Cisco-CUCM12.5", 1_915_868_308, JABBER);
     let (lines, body) = split_response(&out);
     let content_length = format!("Content-Length: {}", BODY.len());
     let contact_line = format!("Contact: {contact}");
@@ -993,7 +1000,8 @@ fn the_port_mismatch_403_matches_ucm_line_by_line() {
             "Warning",
             "399 UCM2-PUB \"SIP OAuth Registration port Mismatch\"",
         );
-    let out = encode(&echo, &reply, "Cisco-CUCM12.5", 1_946_377_502);
+    let source = "10.5.10.121:50347".parse().unwrap();
+    let out = encode(&echo, &reply, "Cisco-CUCM12.5", 1_946_377_502, source);
     let (lines, body) = split_response(&out);
     assert_lines(
         &lines,
@@ -1019,7 +1027,7 @@ fn to_line(to: &str, tag: u32) -> String {
         to: to.into(),
         ..spec_echo(VIA_1, "2270 REGISTER")
     };
-    let out = encode(&echo, &Reply::new(200, "OK"), "Cisco-CUCM12.5", tag);
+    let out = encode(&echo, &Reply::new(200, "OK"), "Cisco-CUCM12.5", tag, JABBER);
     let (lines, _) = split_response(&out);
     let to_lines: Vec<&String> = lines.iter().filter(|l| l.starts_with("To: ")).collect();
     assert_eq!(to_lines.len(), 1);
@@ -1090,6 +1098,7 @@ fn a_body_gets_content_type_and_its_byte_length() {
         &reply,
         "Cisco-CUCM12.5",
         1,
+        JABBER,
     );
     let (lines, body) = split_response(&out);
     let n = lines.len();
@@ -1104,6 +1113,7 @@ fn a_body_gets_content_type_and_its_byte_length() {
         &Reply::new(200, "OK"),
         "Cisco-CUCM12.5",
         1,
+        JABBER,
     );
     let (lines, body) = split_response(&out);
     assert!(!lines.iter().any(|l| l.starts_with("Content-Type")));
@@ -1122,7 +1132,15 @@ fn all_vias_are_echoed_in_order_before_from() {
         vias: vias.iter().map(|v| (*v).to_owned()).collect(),
         ..spec_echo(VIA_1, "2270 REGISTER")
     };
-    let out = encode(&echo, &Reply::new(400, "Bad Request"), "Cisco-CUCM12.5", 5);
+    // From the proxy that wrote the top Via: nothing to add to it.
+    let proxy = "192.0.2.20:5061".parse().unwrap();
+    let out = encode(
+        &echo,
+        &Reply::new(400, "Bad Request"),
+        "Cisco-CUCM12.5",
+        5,
+        proxy,
+    );
     let (lines, _) = split_response(&out);
     assert_eq!(lines[0], "SIP/2.0 400 Bad Request");
     for (i, via) in vias.iter().enumerate() {
@@ -1141,6 +1159,7 @@ fn a_request_with_several_vias_gets_them_all_back() {
         &Reply::new(407, "Proxy Authentication Required"),
         "Cisco-CUCM12.5",
         5,
+        "192.0.2.20:5061".parse().unwrap(),
     );
     let (lines, _) = split_response(&out);
     assert_eq!(lines[1], format!("Via: {proxy}"));
@@ -1154,7 +1173,7 @@ fn responses_are_well_formed_for_rsip() {
         body: Some(("application/x-cisco-remotecc-response+xml", &b"<x/>"[..])),
         ..Reply::new(200, "OK").header("Expires", "120")
     };
-    let out = encode(&req.echo, &reply, "Cisco-CUCM12.5", new_tag());
+    let out = encode(&req.echo, &reply, "Cisco-CUCM12.5", new_tag(), JABBER);
     let resp = rsip::Response::try_from(out.as_slice()).unwrap();
     assert_eq!(u16::from(resp.status_code), 200);
     assert_eq!(resp.body, b"<x/>");

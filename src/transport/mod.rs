@@ -7,4 +7,4 @@ mod stream;
 mod udp;
 
 pub use stream::{App, StreamListener, serve_stream_listener};
-pub use udp::serve_udp;
+pub use udp::{bind_udp, serve_udp};

@@ -33,7 +33,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use base64::Engine;
 
 use crate::expressway::{Changes, ExpresswayError, ExpresswayStore, Key, NewEntry, Record, sql};
 use crate::oauth::TokenService;
@@ -336,7 +335,7 @@ fn like(pattern: &str, value: &str) -> bool {
 }
 
 async fn handle(State(axl): State<Arc<Axl>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((user, pass)) = basic_credentials(&headers) else {
+    let Some((user, pass)) = crate::oauth::http::basic_credentials(&headers) else {
         return unauthorized();
     };
     match axl.tokens.app_login(&user, &pass).await {
@@ -406,21 +405,6 @@ fn unauthorized() -> Response {
         "AXL needs HTTP Basic authentication of an application user\n",
     )
         .into_response()
-}
-
-/// `Authorization: Basic base64(user:password)`.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, pass) = text.split_once(':')?;
-    Some((user.to_owned(), pass.to_owned()))
 }
 
 #[cfg(test)]

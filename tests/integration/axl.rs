@@ -322,31 +322,7 @@ async fn cli_entry_applies_to_the_next_mra_handshake() {
 /// `zeep` and `ciscoaxl` installed once per test build under the cargo temporary directory.
 fn python_packages() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("axl-python");
-        if dir.join("zeep").is_dir() && dir.join("ciscoaxl").is_dir() {
-            return dir;
-        }
-        let out = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&dir)
-            .args(["zeep", "ciscoaxl"])
-            .output()
-            .expect("python3 must be installed to run the AXL interop test");
-        assert!(
-            out.status.success(),
-            "pip install zeep ciscoaxl failed (the AXL interop test needs PyPI):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
+    DIR.get_or_init(|| pip_target("axl-python", &["zeep", "ciscoaxl"], "ciscoaxl"))
 }
 
 #[tokio::test]

@@ -590,3 +590,35 @@ pub async fn http_plain(
         .expect("TCP to the HTTP port");
     http_over(tcp, request).await
 }
+
+/// Installs Python `packages` once into `<cargo tmp>/<dir>` (pip `--target`) and returns the
+/// directory, to put on `PYTHONPATH`. `marker` is a module directory whose presence means the
+/// install is done. A failed install fails the test: an interop check that silently skips
+/// proves nothing.
+pub fn pip_target(dir: &str, packages: &[&str], marker: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    if dir.join(marker).is_dir() {
+        return dir;
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--target")
+        .arg(&dir)
+        .args(packages)
+        .output()
+        .expect("python3 (with pip) must be installed for the interop checks");
+    assert!(
+        out.status.success(),
+        "`pip install {}` into {} failed (is PyPI reachable?):\n{}",
+        packages.join(" "),
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}

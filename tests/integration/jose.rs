@@ -16,36 +16,10 @@ use sip_oauth_registrar::auth::{
 const CCID: &str = "C3b0affefe1439041683e9c2c37d36f438ef0ef27c0938adc6226e0c03d169f2a";
 const JWCRYPTO: &str = "jwcrypto==1.5.6";
 
-/// jwcrypto installed once per test binary under the target's tmp dir; a failed install fails
-/// the test (an interop check that silently skips proves nothing).
+/// jwcrypto installed once per test binary under the target's tmp dir.
 fn pydeps() -> &'static Path {
     static DEPS: OnceLock<PathBuf> = OnceLock::new();
-    DEPS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
-        if !dir.join("jwcrypto").exists() {
-            let out = Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg("--target")
-                .arg(&dir)
-                .arg(JWCRYPTO)
-                .output()
-                .expect("python3 must be installed for the JOSE interop check");
-            assert!(
-                out.status.success(),
-                "`pip install {JWCRYPTO}` into {} failed; the JOSE interop check needs it \
-                 (is PyPI reachable?):\n{}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        dir
-    })
+    DEPS.get_or_init(|| crate::harness::pip_target("pydeps", &[JWCRYPTO], "jwcrypto"))
 }
 
 struct Fixture {

@@ -127,6 +127,43 @@ impl TestServer {
             .token
     }
 
+    /// POSTs a form to this server's HTTPS (8443) listener on node 0.
+    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> HttpAnswer {
+        let body = serde_urlencoded::to_string(pairs).expect("form");
+        https(
+            self.web(0),
+            self.lab_ca().cert_pem(),
+            http_request(
+                "POST",
+                path,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                body,
+            ),
+        )
+        .await
+    }
+
+    /// An access token from the token service's password grant (lab password `lab`).
+    pub async fn password_token(&self, user: &str) -> String {
+        let client = format!("C{}", "cd".repeat(32));
+        let a = self
+            .post_form(
+                "/ssosp/oauth/token",
+                &[
+                    ("grant_type", "password"),
+                    ("username", user),
+                    ("password", "lab"),
+                    ("client_id", &client),
+                ],
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
     /// Stops the daemon and starts it again on the same state directory (new ports).
     pub async fn restart(&mut self) {
         let server = self.server.take().expect("running");

@@ -24,12 +24,7 @@ fn encode(pairs: &[(&str, &str)]) -> String {
 }
 
 async fn post_token(s: &TestServer, pairs: &[(&str, &str)]) -> HttpAnswer {
-    https(
-        s.web(0),
-        s.lab_ca().cert_pem(),
-        http_request("POST", TOKEN_PATH, &[FORM], encode(pairs)),
-    )
-    .await
+    s.post_form(TOKEN_PATH, pairs).await
 }
 
 async fn password_grant(s: &TestServer, user: &str, password: &str, client: &str) -> HttpAnswer {

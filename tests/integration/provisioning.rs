@@ -43,31 +43,6 @@ async fn secure(s: &TestServer, method: &str, path: &str, token: Option<&str>) -
     .await
 }
 
-/// An access token from the token service's password grant on 8443 (lab password `lab`).
-async fn password_token(s: &TestServer, user: &str) -> String {
-    let client = format!("C{}", "cd".repeat(32));
-    let body = serde_urlencoded::to_string([
-        ("grant_type", "password"),
-        ("username", user),
-        ("password", "lab"),
-        ("client_id", client.as_str()),
-    ])
-    .unwrap();
-    let a = https(
-        s.web(0),
-        s.lab_ca().cert_pem(),
-        http_request(
-            "POST",
-            "/ssosp/oauth/token",
-            &[("content-type", "application/x-www-form-urlencoded")],
-            body,
-        ),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.text());
-    a.json()["access_token"].as_str().unwrap().to_owned()
-}
-
 fn assert_file(a: &HttpAnswer, owner: &str) {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("content-type"), Some("text/xml"));
@@ -130,7 +105,7 @@ async fn oauth_device_needs_https_and_its_owners_token() {
     assert_eq!(alice.status, 403, "{}", alice.text());
     assert!(!alice.text().contains("<device"));
 
-    let token = password_token(&s, "rado").await;
+    let token = s.password_token("rado").await;
     let ok = secure(&s, "GET", "/CSFrado.cnf.xml", Some(&token)).await;
     assert_file(&ok, "rado");
     let root = xml::parse(&ok.body);
@@ -277,7 +252,7 @@ async fn the_file_agrees_with_the_listeners() {
         ("CSFrado", "1010", "rado", "127.0.0.1"),
         ("CSFalice", "2001", "alice", "127.0.0.2"),
     ] {
-        let token = password_token(&s, user).await;
+        let token = s.password_token(user).await;
         let a = secure(&s, "GET", &format!("/{device}.cnf.xml"), Some(&token)).await;
         assert_eq!(a.status, 200, "{device}: {}", a.text());
         let m = members(&a.body);
@@ -376,7 +351,7 @@ async fn name_variants_of_an_oauth_device_get_no_file_without_a_token() {
     }
     let a = secure(&s, "GET", "/csfrado.CNF.XML.SGN", None).await;
     assert_eq!(a.status, 401, "signed-file name variant: {}", a.text());
-    let alice = password_token(&s, "alice").await;
+    let alice = s.password_token("alice").await;
     let a = secure(&s, "GET", "/csfrado.cnf.xml", Some(&alice)).await;
     assert_eq!(a.status, 403, "another user's token, name variant");
 }

@@ -23,6 +23,16 @@ fn encode(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).unwrap()
 }
 
+/// `GET /ssosp/oauth/authorize?<query>` on node `node`'s 8443.
+async fn authorize_get(s: &TestServer, node: u16, query: &str) -> HttpAnswer {
+    https(
+        s.web(node),
+        s.lab_ca().cert_pem(),
+        http_request("GET", &format!("/ssosp/oauth/authorize?{query}"), &[], ""),
+    )
+    .await
+}
+
 async fn post_token(s: &TestServer, pairs: &[(&str, &str)]) -> HttpAnswer {
     s.post_form(TOKEN_PATH, pairs).await
 }
@@ -155,12 +165,7 @@ async fn code_flow_through_the_login_form_with_pkce() {
         ("code_challenge", challenge),
         ("code_challenge_method", "S256"),
     ]);
-    let a = https(
-        s.web(0),
-        &ca,
-        http_request("GET", &format!("/ssosp/oauth/authorize?{query}"), &[], ""),
-    )
-    .await;
+    let a = authorize_get(&s, 0, &query).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let page = a.text();
     assert!(page.contains("<form method=\"post\" action=\"/ssosp/oauth/authorize\">"));
@@ -330,12 +335,7 @@ async fn without_the_refresh_login_flow_only_the_implicit_grant_is_served() {
         ("redirect_uri", "http://127.0.0.1:8080/cb"),
         ("state", "q"),
     ]);
-    let a = https(
-        s.web(0),
-        s.lab_ca().cert_pem(),
-        http_request("GET", &format!("/ssosp/oauth/authorize?{query}"), &[], ""),
-    )
-    .await;
+    let a = authorize_get(&s, 0, &query).await;
     assert_eq!(a.status, 302);
     let location = a.header("location").unwrap();
     assert!(
@@ -491,12 +491,7 @@ async fn bad_requests_get_clear_4xx() {
             ("redirect_uri", "https://evil.example/steal"),
         ]),
     ] {
-        let a = https(
-            s.web(0),
-            &ca,
-            http_request("GET", &format!("/ssosp/oauth/authorize?{query}"), &[], ""),
-        )
-        .await;
+        let a = authorize_get(&s, 0, &query).await;
         assert_eq!(a.status, 400, "{query}");
         assert!(a.header("location").is_none());
         assert!(a.text().contains("Bad authorization request"));
@@ -507,12 +502,7 @@ async fn bad_requests_get_clear_4xx() {
         ("client_id", &c),
         ("redirect_uri", "https://client.example/cb"),
     ]);
-    let a = https(
-        s.web(0),
-        &ca,
-        http_request("GET", &format!("/ssosp/oauth/authorize?{query}"), &[], ""),
-    )
-    .await;
+    let a = authorize_get(&s, 0, &query).await;
     assert_eq!(a.status, 302);
     assert!(
         a.header("location")

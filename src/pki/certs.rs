@@ -126,11 +126,16 @@ impl InitReport {
             self.files.ca_cert.display()
         );
         if !self.devices.is_empty() {
+            // A large lab has thousands: name a few, count the rest.
+            const NAMED: usize = 5;
+            let mut names = self.devices[..self.devices.len().min(NAMED)].join(", ");
+            if self.devices.len() > NAMED {
+                let _ = write!(names, " and {} more", self.devices.len() - NAMED);
+            }
             let _ = writeln!(
                 out,
-                "Device certificates (LSC, CN = device name) for 5061: {} ({})",
+                "Device certificates (LSC, CN = device name) for 5061: {} ({names})",
                 self.files.devices_dir.display(),
-                self.devices.join(", ")
             );
         }
         if !self.lab_pki {

@@ -47,6 +47,7 @@ Every user's password is `lab`; the application user `admin` (password `lab`) ma
 
 Examples:
   sip-oauth-registrar token issue --user rado --device CSFrado
+  sip-oauth-registrar certs show
   curl --cacert <state-dir>/certs/lab-ca.pem https://127.0.0.1:8443/ssosp/oauth/token \\
     -d grant_type=password -d username=rado -d password=lab -d client_id=C$(printf '%064d' 1)
   sip-oauth-registrar cli -c \"show key authz signing\"";

@@ -374,11 +374,16 @@ pub fn show(settings: &Settings, state_dir: &Path, now: SystemTime) -> ShowRepor
         tls.lab_pki
     );
     for e in &entries {
+        let present = e.path.exists();
+        // With the lab off, lab files that were never made are not "in use": say nothing.
+        if !present && !e.required && !expected {
+            continue;
+        }
         let _ = writeln!(text, "\n{}", e.path.display());
         for role in &e.roles {
             let _ = writeln!(text, "  {role}");
         }
-        if !e.path.exists() {
+        if !present {
             if e.required {
                 let hint = if expected && e.path.starts_with(&plan.dir) {
                     " (`certs init` or the first start creates it)"
@@ -387,13 +392,11 @@ pub fn show(settings: &Settings, state_dir: &Path, now: SystemTime) -> ShowRepor
                 };
                 let _ = writeln!(text, "  MISSING{hint}");
                 problems.push(format!("{}: missing{hint}", e.path.display()));
-            } else if expected {
+            } else {
                 let _ = writeln!(
                     text,
                     "  not created yet (`certs init` or the first start creates it)"
                 );
-            } else {
-                let _ = writeln!(text, "  not present (tls.lab_pki is off)");
             }
             continue;
         }
@@ -572,6 +575,23 @@ mod tests {
         let later = SystemTime::now() + std::time::Duration::from_secs(3 * 365 * 86_400);
         let t = show(&s, tmp.path(), later).text;
         assert_eq!(t.matches("(EXPIRED)\n").count(), 4, "{t}");
+    }
+
+    #[test]
+    fn show_with_the_lab_off_lists_only_the_configured_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let toml = LAB_CONFIG.replace("lab_pki = true", "lab_pki = false");
+        let s = Settings::from_toml(&toml).unwrap();
+        let shown = show(&s, tmp.path(), SystemTime::now());
+        assert_eq!(shown.problems.len(), 3, "{:?}", shown.problems);
+        assert!(!shown.text.contains("expressway-c.pem"), "{}", shown.text);
+        assert!(!shown.text.contains("not created yet"), "{}", shown.text);
+        assert!(shown.text.contains("tls.lab_pki = false"));
+        // `certs init` still makes the files, and says they are not what the daemon uses.
+        let report = init(&s, tmp.path()).unwrap();
+        assert!(report.render().contains("tls.lab_pki is false"));
+        let shown = show(&s, tmp.path(), SystemTime::now());
+        assert!(shown.problems.is_empty(), "{:?}", shown.problems);
     }
 
     #[test]

@@ -76,6 +76,16 @@ impl Files {
 /// it) or a full SIP response has been printed (then it is killed: the server keeps the
 /// connection open).
 async fn s_client(addr: SocketAddr, args: Vec<String>, request: Vec<u8>) -> SClient {
+    s_client_until(addr, args, request, None).await
+}
+
+/// Like [`s_client`], also stopping once the output contains `marker`.
+async fn s_client_until(
+    addr: SocketAddr,
+    args: Vec<String>,
+    request: Vec<u8>,
+    marker: Option<&'static str>,
+) -> SClient {
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new("openssl")
             .arg("s_client")
@@ -95,7 +105,7 @@ async fn s_client(addr: SocketAddr, args: Vec<String>, request: Vec<u8>) -> SCli
         let collect = |mut r: Box<dyn Read + Send>| {
             let buf = Arc::new(Mutex::new(Vec::new()));
             let b = buf.clone();
-            std::thread::spawn(move || {
+            let reader = std::thread::spawn(move || {
                 let mut chunk = [0u8; 4096];
                 while let Ok(n) = r.read(&mut chunk) {
                     if n == 0 {
@@ -104,15 +114,16 @@ async fn s_client(addr: SocketAddr, args: Vec<String>, request: Vec<u8>) -> SCli
                     b.lock().unwrap().extend_from_slice(&chunk[..n]);
                 }
             });
-            buf
+            (buf, reader)
         };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let (stdout, out_reader) = collect(Box::new(child.stdout.take().unwrap()));
+        let (stderr, err_reader) = collect(Box::new(child.stderr.take().unwrap()));
         let deadline = Instant::now() + Duration::from_secs(10);
         let answered = |b: &[u8]| {
             let text = String::from_utf8_lossy(b);
             text.find("SIP/2.0 ")
                 .is_some_and(|i| text[i..].contains("\r\n\r\n"))
+                || marker.is_some_and(|m| text.contains(m))
         };
         loop {
             if child.try_wait().unwrap().is_some() {
@@ -125,8 +136,9 @@ async fn s_client(addr: SocketAddr, args: Vec<String>, request: Vec<u8>) -> SCli
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The readers end at EOF, right after the exit.
-        std::thread::sleep(Duration::from_millis(50));
+        // The readers end at EOF, once the process is gone.
+        out_reader.join().unwrap();
+        err_reader.join().unwrap();
         let mut out = String::from_utf8_lossy(&stdout.lock().unwrap()).into_owned();
         out.push_str(&String::from_utf8_lossy(&stderr.lock().unwrap()));
         SClient { out }
@@ -666,7 +678,14 @@ async fn certs_init_then_the_daemon_presents_what_certs_show_lists() {
     let node = sip_oauth_registrar::cluster::NodeId(0);
     for (kind, file) in [(OAuth, "tomcat.pem"), (SipSecure, "callmanager.pem")] {
         let addr = server.addr(node, kind, Tls).unwrap();
-        let r = s_client(addr, client_args(&files, "-tls1_3", &ca, None), Vec::new()).await;
+        // The summary after the handshake ends with the verification result.
+        let r = s_client_until(
+            addr,
+            client_args(&files, "-tls1_3", &ca, None),
+            Vec::new(),
+            Some("Verify return code: 0 (ok)\n"),
+        )
+        .await;
         let served = served_cert(&r);
         let on_disk = CertificateDer::from_pem_file(certs.join(file)).unwrap();
         assert_eq!(served.as_ref(), on_disk.as_ref(), "{file}");

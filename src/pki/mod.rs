@@ -1,10 +1,12 @@
 //! Lab PKI: a small certificate authority that issues the certificates the emulated UCM needs
 //! (tomcat and CallManager server certificates, the Expressway-C client certificate for mutual
-//! TLS on the MRA OAuth port) and the RSA key that signs OAuth tokens.
+//! TLS on the MRA OAuth port, a device certificate (LSC) per secure legacy device for 5061) and
+//! the RSA key that signs OAuth tokens.
 //!
 //! The daemon calls [`ensure_lab_pki`] and [`ensure_secret_file`] on start, so a new user never
-//! runs a manual certificate step; the integration tests use [`Authority`] directly to make their
-//! own CAs and client certificates at test time.
+//! runs a manual certificate step; `certs init` and `certs show` ([`certs`]) do the same on
+//! demand and report what is in use. The integration tests use [`Authority`] directly to make
+//! their own CAs and client certificates (expired ones too) at test time.
 
 pub mod certs;
 mod lab;

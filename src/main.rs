@@ -1,4 +1,5 @@
-//! Command line: `serve` (the default), `check-config`, `token issue`, `hash-password`, `cli`.
+//! Command line: `serve` (the default), `check-config`, `certs`, `token issue`, `hash-password`,
+//! `cli`.
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,7 @@ Every user's password is `lab`; the application user `admin` (password `lab`) ma
 
 Examples:
   sip-oauth-registrar token issue --user rado --device CSFrado
+  sip-oauth-registrar certs show
   curl --cacert <state-dir>/certs/lab-ca.pem https://127.0.0.1:8443/ssosp/oauth/token \\
     -d grant_type=password -d username=rado -d password=lab -d client_id=C$(printf '%064d' 1)
   sip-oauth-registrar cli -c \"show key authz signing\"";
@@ -60,6 +62,12 @@ enum Command {
     },
     /// Load the configuration, certificates and keys, report every problem, and exit.
     CheckConfig,
+    /// The lab certificates: `certs init` creates what is missing, `certs show` prints every
+    /// certificate in use.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Access tokens.
     Token {
         #[command(subcommand)]
@@ -76,6 +84,18 @@ enum Command {
         #[arg(short = 'c', long = "command")]
         command: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Create the lab CA, the tomcat, CallManager and Expressway-C certificates and an LSC per
+    /// secure legacy device, where missing (as the first start does). Never replaces a file;
+    /// keys are mode 0600.
+    Init,
+    /// Print subject, SANs, issuer, validity and SHA-256 fingerprint of every certificate in
+    /// use: tomcat, CallManager, the trust stores, the lab CA, Expressway-C and the LSCs.
+    /// Fails when a configured file is missing or unreadable.
+    Show,
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,6 +124,9 @@ fn main() -> ExitCode {
         }
         Some(Command::CheckConfig) => check_config(args.config.as_deref(), args.state_dir),
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Certs { ref command }) => {
+            certs(args.config.as_deref(), args.state_dir.clone(), command)
+        }
         Some(Command::Token {
             command:
                 TokenCommand::Issue {
@@ -371,6 +394,34 @@ fn issue_token(
     );
     println!("{}", issued.token);
     Ok(())
+}
+
+fn certs(
+    config: Option<&Path>,
+    state: Option<PathBuf>,
+    command: &CertsCommand,
+) -> anyhow::Result<()> {
+    use sip_oauth_registrar::pki::certs;
+    let settings = load(config)?;
+    let state = state_dir(state);
+    match command {
+        CertsCommand::Init => {
+            print!("{}", certs::init(&settings, &state)?.render());
+            Ok(())
+        }
+        CertsCommand::Show => {
+            let report = certs::show(&settings, &state, SystemTime::now());
+            print!("{}", report.text);
+            if !report.problems.is_empty() {
+                bail!(
+                    "{} problem(s):\n  {}",
+                    report.problems.len(),
+                    report.problems.join("\n  ")
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 fn hash_password() -> anyhow::Result<()> {

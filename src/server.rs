@@ -20,14 +20,14 @@ use crate::net::{ListenerKind, Service, Transport, WebPort};
 use crate::oauth::service::{parse_encryption_key, unix_now};
 use crate::oauth::store::TokenStore;
 use crate::oauth::{KeyFiles, TokenService};
-use crate::pki::{self, LabPkiPlan};
+use crate::pki;
 use crate::provisioning::Provisioning;
 use crate::registrar::{Registrar, Store};
 use crate::tls::{TlsConfigs, TlsError, TlsSlot, TlsSlots};
 use crate::transport::{self, App, StreamListener};
 
 /// Where the lab PKI is written, under the state directory; `config/lab.toml` points there.
-pub const LAB_PKI_DIR: &str = "certs";
+pub const LAB_PKI_DIR: &str = pki::LAB_DIR;
 
 /// How to bind.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,26 +141,8 @@ pub fn prepare_state(settings: &Settings, state_dir: &Path) -> Result<PreparedSt
     })
 }
 
-/// Where the lab PKI lives and what it names: every node's address and name, `localhost`,
-/// and the first Expressway-C entry's names for the lab Expressway-C client certificate.
-pub fn lab_plan(cluster: &Cluster, state_dir: &Path) -> LabPkiPlan {
-    let mut server_names: Vec<String> = Vec::new();
-    for n in &cluster.nodes {
-        server_names.push(n.name.to_string());
-        server_names.push(n.address.to_string());
-    }
-    server_names.push("localhost".into());
-    let expressway_names = cluster
-        .expressway
-        .first()
-        .map(|e| e.subject_names.clone())
-        .unwrap_or_else(|| vec!["expressway-c.lab".into()]);
-    LabPkiPlan {
-        dir: state_dir.join(LAB_PKI_DIR),
-        server_names,
-        expressway_names,
-    }
-}
+/// Where the lab PKI lives and what it names (see [`pki::lab_plan`]).
+pub use crate::pki::lab_plan;
 
 impl Server {
     /// Prepares state, loads TLS and keys, binds everything, and starts serving.

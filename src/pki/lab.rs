@@ -29,6 +29,9 @@ pub struct LabPkiPlan {
     pub server_names: Vec<String>,
     /// The first is the CN, all are DNS SANs of the Expressway-C client certificate.
     pub expressway_names: Vec<String>,
+    /// Devices that get a device certificate (LSC) with CN = the name: those the legacy secure
+    /// port (5061) admits by certificate.
+    pub devices: Vec<String>,
 }
 
 /// Paths of the lab files (all under the plan's directory).
@@ -50,6 +53,9 @@ pub struct LabPkiFiles {
     pub expressway_cert: PathBuf,
     /// `expressway-c-key.pem`.
     pub expressway_key: PathBuf,
+    /// `devices/`: one LSC per secure legacy device, `<name>.pem` and its key `<name>.key`
+    /// (different extensions, so no device name can make one device's file another's).
+    pub devices_dir: PathBuf,
 }
 
 impl LabPkiFiles {
@@ -64,15 +70,27 @@ impl LabPkiFiles {
             callmanager_key: dir.join("callmanager-key.pem"),
             expressway_cert: dir.join("expressway-c.pem"),
             expressway_key: dir.join("expressway-c-key.pem"),
+            devices_dir: dir.join("devices"),
         }
+    }
+
+    /// The LSC of `device`: `devices/<device>.pem`.
+    pub fn device_cert(&self, device: &str) -> PathBuf {
+        self.devices_dir.join(format!("{device}.pem"))
+    }
+
+    /// The LSC's key: `devices/<device>.key` (PKCS#8 PEM).
+    pub fn device_key(&self, device: &str) -> PathBuf {
+        self.devices_dir.join(format!("{device}.key"))
     }
 }
 
 #[derive(Clone, Copy)]
-enum Leaf {
+enum Leaf<'a> {
     Tomcat,
     CallManager,
     Expressway,
+    Device(&'a str),
 }
 
 /// What a certificate/key pair on disk needs.
@@ -95,8 +113,8 @@ fn pair_state(cert: &Path, key: &Path) -> Result<PairState, PkiError> {
     }
 }
 
-/// Makes sure the lab CA and the tomcat, CallManager and Expressway-C certificates exist under
-/// `plan.dir`. Idempotent: creates the directory (mode 0700 when new) and only the files that
+/// Makes sure the lab CA, the tomcat, CallManager and Expressway-C certificates and the LSC of
+/// every device in `plan.devices` exist under `plan.dir`. Idempotent: creates the directory (mode 0700 when new) and only the files that
 /// are missing; an existing CA is loaded to issue missing leaves, and no existing file is ever
 /// overwritten. Keys are written with mode 0600, every file atomically (temporary file in the
 /// same directory, then rename), a key before its certificate.
@@ -104,7 +122,8 @@ fn pair_state(cert: &Path, key: &Path) -> Result<PairState, PkiError> {
 /// Leaf subjects: tomcat `OU=tomcat, CN=<node>`, CallManager `OU=CallManager, CN=<node>` where
 /// `<node>` is the first server name that is neither an IP address nor "localhost" (else the
 /// first name); both carry every server name as a SAN. Expressway-C: `CN=<first name>`, all
-/// names as DNS SANs. CA: `CN=sip-oauth-registrar lab CA (<node>)`.
+/// names as DNS SANs. LSC: `CN=<device>`, no SAN, EKU clientAuth and serverAuth (like a CAPF
+/// LSC). CA: `CN=sip-oauth-registrar lab CA (<node>)`.
 ///
 /// A certificate whose key is missing is an error ([`PkiError::IncompletePair`]), except the
 /// lab CA certificate when nothing needs issuing (the CA key may be kept offline). A key whose
@@ -112,28 +131,51 @@ fn pair_state(cert: &Path, key: &Path) -> Result<PairState, PkiError> {
 ///
 /// Returns the paths and the files created by this call, in creation order.
 pub fn ensure_lab_pki(plan: &LabPkiPlan) -> Result<(LabPkiFiles, Vec<PathBuf>), PkiError> {
+    for name in &plan.devices {
+        if !file_safe(name) {
+            return Err(PkiError::BadDeviceName { name: name.clone() });
+        }
+    }
     create_private_dir_pki(&plan.dir)?;
     let files = LabPkiFiles::in_dir(&plan.dir);
+    if !plan.devices.is_empty() {
+        create_private_dir_pki(&files.devices_dir)?;
+    }
     let mut created = Vec::new();
     let node = node_name(&plan.server_names);
 
-    let leaves = [
-        (Leaf::Tomcat, &files.tomcat_cert, &files.tomcat_key),
+    let mut leaves = vec![
+        (
+            Leaf::Tomcat,
+            files.tomcat_cert.clone(),
+            files.tomcat_key.clone(),
+        ),
         (
             Leaf::CallManager,
-            &files.callmanager_cert,
-            &files.callmanager_key,
+            files.callmanager_cert.clone(),
+            files.callmanager_key.clone(),
         ),
         (
             Leaf::Expressway,
-            &files.expressway_cert,
-            &files.expressway_key,
+            files.expressway_cert.clone(),
+            files.expressway_key.clone(),
         ),
     ];
+    for name in &plan.devices {
+        leaves.push((
+            Leaf::Device(name),
+            files.device_cert(name),
+            files.device_key(name),
+        ));
+    }
     let mut pending = Vec::new();
     for (leaf, cert, key) in leaves {
-        match pair_state(cert, key)? {
-            PairState::Complete => {}
+        match pair_state(&cert, &key)? {
+            PairState::Complete => {
+                if matches!(leaf, Leaf::Device(_)) {
+                    warn_if_exposed(&key);
+                }
+            }
             state => pending.push((leaf, cert, key, state)),
         }
     }
@@ -174,38 +216,19 @@ pub fn ensure_lab_pki(plan: &LabPkiPlan) -> Result<(LabPkiFiles, Vec<PathBuf>), 
     };
 
     if let Some(ca) = ca {
-        for (leaf, cert, key, state) in pending {
-            let (key_pair, key_pem) = match state {
-                PairState::NeedsCert => read_key(key)?,
-                _ => {
-                    let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-                    let pem = pair.serialize_pem();
-                    (pair, pem)
-                }
-            };
-            let cert_pem = match leaf {
-                Leaf::Tomcat => {
-                    ca.certify_server(&node, Some(TOMCAT_UNIT), &plan.server_names, &key_pair)?
-                }
-                Leaf::CallManager => {
-                    ca.certify_server(&node, Some(CALLMANAGER_UNIT), &plan.server_names, &key_pair)?
-                }
-                Leaf::Expressway => {
-                    let Some(cn) = plan.expressway_names.first() else {
-                        return Err(PkiError::NoNames {
-                            what: "Expressway-C",
-                        });
-                    };
-                    ca.certify_client(cn, &plan.expressway_names, &key_pair)?
-                }
-            };
-            if !matches!(state, PairState::NeedsCert) {
-                write_new_file(key, key_pem.as_bytes(), true)?;
-                created.push(key.clone());
-            }
-            write_new_file(cert, cert_pem.as_bytes(), false)?;
-            created.push(cert.clone());
+        let (devices, servers): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|(leaf, ..)| matches!(leaf, Leaf::Device(_)));
+        for item in servers {
+            created.extend(issue_leaf(&ca, plan, &node, item, Durability::FileAndDir)?);
         }
+        created.extend(issue_devices(
+            &ca,
+            plan,
+            &node,
+            devices,
+            &files.devices_dir,
+        )?);
     }
 
     for key in [
@@ -217,6 +240,119 @@ pub fn ensure_lab_pki(plan: &LabPkiPlan) -> Result<(LabPkiFiles, Vec<PathBuf>), 
         warn_if_exposed(key);
     }
     Ok((files, created))
+}
+
+type Pending<'a> = (Leaf<'a>, PathBuf, PathBuf, PairState);
+
+/// How much of a write is made durable before returning.
+#[derive(Clone, Copy)]
+enum Durability {
+    /// The file and the rename (the directory): one file on its own.
+    FileAndDir,
+    /// The file only; the caller syncs the directory once after a batch.
+    File,
+}
+
+/// Threads issuing LSCs. Writing them is bound by fsync latency rather than CPU (a few
+/// milliseconds each on a virtual disk, four per device when done one by one), and concurrent
+/// fsyncs share journal commits.
+const DEVICE_WORKERS: usize = 8;
+
+/// Issues the missing LSCs on [`DEVICE_WORKERS`] threads, each file synced before its rename
+/// and the directory once at the end (a crash in between loses whole files, never part of
+/// one: the next start issues them again). Returns the files created, in `devices` order.
+fn issue_devices(
+    ca: &Authority,
+    plan: &LabPkiPlan,
+    node: &str,
+    devices: Vec<Pending<'_>>,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, PkiError> {
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chunk = devices.len().div_ceil(DEVICE_WORKERS);
+    let mut chunks: Vec<Vec<Pending<'_>>> = Vec::new();
+    let mut rest = devices.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(chunk).collect());
+    }
+    let results: Vec<Result<Vec<PathBuf>, PkiError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut made = Vec::new();
+                    for item in chunk {
+                        made.extend(issue_leaf(ca, plan, node, item, Durability::File)?);
+                    }
+                    Ok(made)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    // Durable renames for what was written, even if a worker failed.
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    let mut created = Vec::new();
+    for r in results {
+        created.extend(r?);
+    }
+    Ok(created)
+}
+
+/// Issues one certificate (and its key unless the key survived); returns the files written.
+fn issue_leaf(
+    ca: &Authority,
+    plan: &LabPkiPlan,
+    node: &str,
+    (leaf, cert, key, state): Pending<'_>,
+    sync: Durability,
+) -> Result<Vec<PathBuf>, PkiError> {
+    let (key_pair, key_pem) = match state {
+        PairState::NeedsCert => read_key(&key)?,
+        _ => {
+            let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let pem = pair.serialize_pem();
+            (pair, pem)
+        }
+    };
+    let cert_pem = match leaf {
+        Leaf::Tomcat => {
+            ca.certify_server(node, Some(TOMCAT_UNIT), &plan.server_names, &key_pair)?
+        }
+        Leaf::CallManager => {
+            ca.certify_server(node, Some(CALLMANAGER_UNIT), &plan.server_names, &key_pair)?
+        }
+        Leaf::Expressway => {
+            let Some(cn) = plan.expressway_names.first() else {
+                return Err(PkiError::NoNames {
+                    what: "Expressway-C",
+                });
+            };
+            ca.certify_client(cn, &plan.expressway_names, &key_pair)?
+        }
+        Leaf::Device(name) => ca.certify_client(name, &[], &key_pair)?,
+    };
+    let mut made = Vec::with_capacity(2);
+    if !matches!(state, PairState::NeedsCert) {
+        write_file(&key, key_pem.as_bytes(), true, sync)?;
+        made.push(key);
+    }
+    write_file(&cert, cert_pem.as_bytes(), false, sync)?;
+    made.push(cert);
+    Ok(made)
 }
 
 /// The same idempotent, atomic, mode-0600 writing for one generated secret (the token signing
@@ -246,6 +382,16 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
         PkiError::Io { source, .. } => source,
         other => io::Error::other(other),
     })
+}
+
+/// UCM's device-name alphabet (as the configuration checks it): no separator, no "..", so the
+/// name is one file name in `devices/`.
+fn file_safe(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The name the server certificates are about: UCM names a node by its host name, so prefer a
@@ -304,6 +450,15 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// into place, so a crash leaves either no file or a complete one. Private files are created
 /// with mode 0600 from the start (never briefly readable by others).
 fn write_new_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
+    write_file(path, contents, private, Durability::FileAndDir)
+}
+
+fn write_file(
+    path: &Path,
+    contents: &[u8],
+    private: bool,
+    sync: Durability,
+) -> Result<(), PkiError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -341,9 +496,13 @@ fn write_new_file(path: &Path, contents: &[u8], private: bool) -> Result<(), Pki
     // Make the rename itself durable. Best effort: some filesystems refuse fsync on a directory
     // and the file is complete either way.
     #[cfg(unix)]
-    if let Ok(d) = fs::File::open(dir) {
+    if matches!(sync, Durability::FileAndDir)
+        && let Ok(d) = fs::File::open(dir)
+    {
         let _ = d.sync_all();
     }
+    #[cfg(not(unix))]
+    let _ = sync;
     Ok(())
 }
 
@@ -381,6 +540,7 @@ mod tests {
             dir: dir.join("certs"),
             server_names: vec!["127.0.0.1".into(), "ucm-pub.lab".into(), "localhost".into()],
             expressway_names: vec!["exp-c.domain-1.com".into(), "domain-2.com".into()],
+            devices: Vec::new(),
         }
     }
 
@@ -578,6 +738,95 @@ mod tests {
         assert_eq!(created.len(), 6);
         assert_eq!(text(&files.tomcat_cert), tomcat.cert_pem);
         assert_eq!(text(&files.tomcat_key), tomcat.key_pem);
+    }
+
+    #[test]
+    fn device_certificates_name_the_device_and_are_made_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut plan = plan(tmp.path());
+        plan.devices = vec!["SEP0011223344AA".into(), "SEP0011223344AA-key".into()];
+        let (files, created) = ensure_lab_pki(&plan).unwrap();
+        assert_eq!(created.len(), 12);
+        let ca = text(&files.ca_cert);
+        for name in &plan.devices {
+            let (cert, key) = (files.device_cert(name), files.device_key(name));
+            assert!(created.contains(&cert) && created.contains(&key), "{name}");
+            assert_eq!(subject(&cert), format!("CN={name}"));
+            verify_client(&ca, &text(&cert)).unwrap();
+            #[cfg(unix)]
+            assert_eq!(mode(&key), 0o600);
+        }
+        #[cfg(unix)]
+        assert_eq!(mode(&files.devices_dir), 0o700);
+        // 2 devices x (certificate, key), nothing else in the directory.
+        assert_eq!(fs::read_dir(&files.devices_dir).unwrap().count(), 4);
+
+        let lsc = fs::read(files.device_cert("SEP0011223344AA")).unwrap();
+        let (_, again) = ensure_lab_pki(&plan).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(fs::read(files.device_cert("SEP0011223344AA")).unwrap(), lsc);
+
+        // A device added later gets its LSC from the same CA; the others are kept.
+        plan.devices.push("SEPAABBCCDDEEFF".into());
+        let (_, added) = ensure_lab_pki(&plan).unwrap();
+        assert_eq!(
+            added,
+            vec![
+                files.device_key("SEPAABBCCDDEEFF"),
+                files.device_cert("SEPAABBCCDDEEFF")
+            ]
+        );
+        verify_client(&ca, &text(&files.device_cert("SEPAABBCCDDEEFF"))).unwrap();
+        assert_eq!(fs::read(files.device_cert("SEP0011223344AA")).unwrap(), lsc);
+    }
+
+    #[test]
+    fn many_lscs_are_issued_in_parallel_and_reported_in_plan_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut plan = plan(tmp.path());
+        // More devices than workers, and not a multiple of them.
+        plan.devices = (0..DEVICE_WORKERS * 3 + 1)
+            .map(|i| format!("SEP{i:012X}"))
+            .collect();
+        let (files, created) = ensure_lab_pki(&plan).unwrap();
+        let expected: Vec<PathBuf> = plan
+            .devices
+            .iter()
+            .flat_map(|d| [files.device_key(d), files.device_cert(d)])
+            .collect();
+        assert_eq!(created[8..], expected[..]);
+        let ca = text(&files.ca_cert);
+        let mut serials = std::collections::HashSet::new();
+        for d in &plan.devices {
+            assert_eq!(subject(&files.device_cert(d)), format!("CN={d}"));
+            verify_client(&ca, &text(&files.device_cert(d))).unwrap();
+            let der = rustls::pki_types::CertificateDer::from_pem_file(files.device_cert(d));
+            let der = der.unwrap();
+            let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+            assert!(
+                serials.insert(x.raw_serial().to_vec()),
+                "{d}: serial reused"
+            );
+        }
+        // No temporary file left behind by any worker.
+        assert_eq!(
+            fs::read_dir(&files.devices_dir).unwrap().count(),
+            plan.devices.len() * 2
+        );
+    }
+
+    #[test]
+    fn device_names_must_be_file_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        for bad in ["", "../x", "a/b", "..", "SEP 1"] {
+            let mut plan = plan(tmp.path());
+            plan.devices = vec![bad.into()];
+            assert!(
+                matches!(ensure_lab_pki(&plan), Err(PkiError::BadDeviceName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(!tmp.path().join("certs").exists(), "nothing written");
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Lab PKI: a small certificate authority that issues the certificates the emulated UCM needs
 //! (tomcat and CallManager server certificates, the Expressway-C client certificate for mutual
-//! TLS on the MRA OAuth port) and the RSA key that signs OAuth tokens.
+//! TLS on the MRA OAuth port, a device certificate (LSC) per secure legacy device for 5061) and
+//! the RSA key that signs OAuth tokens.
 //!
 //! The daemon calls [`ensure_lab_pki`] and [`ensure_secret_file`] on start, so a new user never
-//! runs a manual certificate step; the integration tests use [`Authority`] directly to make their
-//! own CAs and client certificates at test time.
+//! runs a manual certificate step; `certs init` and `certs show` ([`certs`]) do the same on
+//! demand and report what is in use. The integration tests use [`Authority`] directly to make
+//! their own CAs and client certificates (expired ones too) at test time.
 
+pub mod certs;
 mod lab;
 
+pub use certs::{LAB_DIR, lab_plan};
 pub use lab::{
     LabPkiFiles, LabPkiPlan, create_private_dir, ensure_lab_pki, ensure_secret_file,
     write_private_file,
@@ -72,6 +76,12 @@ pub enum PkiError {
         cert: PathBuf,
         /// The key that is missing.
         key: PathBuf,
+    },
+    /// A device name that cannot name a file (the lab writes `devices/<name>.pem`).
+    #[error("device name {name:?} cannot name a certificate file")]
+    BadDeviceName {
+        /// The offending name.
+        name: String,
     },
     /// A certificate must be issued but there is nothing to name in it.
     #[error("no names given for the {what} certificate")]
@@ -257,6 +267,24 @@ impl Authority {
         })
     }
 
+    /// Like [`Self::issue_client`], valid from `not_before` to `not_after` instead of from a
+    /// day ago for two years: for tests of expired and not-yet-valid certificates.
+    pub fn issue_client_valid(
+        &self,
+        common_name: &str,
+        dns_sans: &[String],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<CertAndKey, PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = self.client_params(common_name, dns_sans)?;
+        set_period(&mut params, not_before, not_after)?;
+        Ok(CertAndKey {
+            cert_pem: params.signed_by(&key, &self.issuer)?.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// Server certificate for an existing key (used to complete a pair whose key survived).
     fn certify_server(
         &self,
@@ -287,16 +315,30 @@ impl Authority {
         dns_sans: &[String],
         key: &KeyPair,
     ) -> Result<String, PkiError> {
+        let params = self.client_params(common_name, dns_sans)?;
+        Ok(params.signed_by(key, &self.issuer)?.pem())
+    }
+
+    /// A name that parses as an IP address becomes an IP SAN (an Expressway-C table entry may
+    /// list an address, and the 5091 check compares IP SANs in canonical form).
+    fn client_params(
+        &self,
+        common_name: &str,
+        dns_sans: &[String],
+    ) -> Result<CertificateParams, PkiError> {
         let mut params = self.leaf_params(common_name, None)?;
         params.subject_alt_names = dedup(dns_sans)
             .into_iter()
-            .map(|name| Ok(SanType::DnsName(name.try_into()?)))
+            .map(|name| match name.parse::<IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName(name.try_into()?)),
+            })
             .collect::<Result<_, rcgen::Error>>()?;
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ClientAuth,
             ExtendedKeyUsagePurpose::ServerAuth,
         ];
-        Ok(params.signed_by(key, &self.issuer)?.pem())
+        Ok(params)
     }
 
     fn leaf_params(
@@ -388,16 +430,28 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from(bytes)
 }
 
-/// Valid from a day ago for `days` days. rcgen takes `time::OffsetDateTime`, which this crate
-/// does not depend on directly, so "now" is built by adding std durations to the epoch.
+/// Valid from a day ago for `days` days.
 fn set_validity(params: &mut CertificateParams, days: u32) -> Result<(), PkiError> {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| PkiError::Clock)?;
-    // Whole seconds: X.509 times carry no fractions.
-    let now = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(since_epoch.as_secs());
-    params.not_before = now - BACKDATE;
-    params.not_after = now + DAY * days;
+    let now = SystemTime::now();
+    set_period(params, now - BACKDATE, now + DAY * days)
+}
+
+/// Sets the validity period, in whole seconds (X.509 times carry no fractions). rcgen takes
+/// `time::OffsetDateTime`, which this crate does not depend on directly, so times are built by
+/// adding std durations to the epoch.
+fn set_period(
+    params: &mut CertificateParams,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<(), PkiError> {
+    let secs = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| Duration::from_secs(d.as_secs()))
+            .map_err(|_| PkiError::Clock)
+    };
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + secs(not_before)?;
+    params.not_after = epoch + secs(not_after)?;
     Ok(())
 }
 

@@ -155,3 +155,40 @@ async fn a_refused_expressway_is_reset_after_the_alert() {
         "RST after the alert"
     );
 }
+
+/// The lab Expressway-C certificate follows the persisted table: after the table changed (here
+/// through the store the admin CLI and AXL use) and the certificate was deleted, the restart
+/// issues one naming the table's first entry, and it passes 5091.
+#[tokio::test]
+async fn reissued_lab_expressway_certificate_names_the_persisted_table() {
+    use rustls::pki_types::pem::PemObject;
+    use sip_oauth_registrar::expressway::{Key, NewEntry};
+
+    let mut s = TestServer::lab().await;
+    let store = s.server().expressway().clone();
+    store
+        .add(NewEntry {
+            host: "exp-c7".into(),
+            description: "replacement".into(),
+            names: "exp-c7.domain-7.com".into(),
+        })
+        .unwrap();
+    store.remove(&Key::Host("exp-c".into())).unwrap();
+    // The old lab certificate names only the removed entry.
+    assert_eq!(
+        server_alert(&s, Some(&s.expressway_cert())).await,
+        Err(Some(AlertDescription::UnknownCA))
+    );
+    let dir = s.state.path().join("certs");
+    std::fs::remove_file(dir.join("expressway-c.pem")).unwrap();
+    std::fs::remove_file(dir.join("expressway-c-key.pem")).unwrap();
+    let ca_before = std::fs::read(dir.join("lab-ca.pem")).unwrap();
+
+    s.restart().await;
+    let cert = s.expressway_cert();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+    let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(x.subject().to_string(), "CN=exp-c7.domain-7.com");
+    assert_eq!(std::fs::read(dir.join("lab-ca.pem")).unwrap(), ca_before);
+    assert_eq!(server_alert(&s, Some(&cert)).await, Ok(()));
+}

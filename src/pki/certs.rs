@@ -37,16 +37,27 @@ pub fn lab_plan(cluster: &Cluster, state_dir: &Path) -> LabPkiPlan {
         server_names.push(n.address.to_string());
     }
     server_names.push("localhost".into());
-    let persisted = ExpresswayStore::open(
+    // Names added over AXL may hold what a DNS SAN cannot (AXL takes any String4096): those
+    // are left out rather than stopping the start that re-issues the certificate.
+    let usable = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic()))
+            .collect()
+    };
+    let from_config = || cluster.expressway.first().map(|e| e.subject_names.clone());
+    let named = match ExpresswayStore::open(
         &state_dir.join(expressway::FILE),
         &cluster.params.uuid,
         &cluster.expressway,
-    )
-    .ok()
-    .and_then(|table| table.list().first().map(|r| r.subject_names()));
-    let expressway_names = persisted
-        .filter(|names| !names.is_empty())
-        .or_else(|| cluster.expressway.first().map(|e| e.subject_names.clone()))
+    ) {
+        // An emptied table names nobody: the configuration's entry is no longer trusted
+        // either, so the lab name is used.
+        Ok(table) => table.list().first().map(|r| r.subject_names()),
+        Err(_) => from_config(),
+    };
+    let expressway_names = named
+        .map(usable)
         .filter(|names| !names.is_empty())
         .unwrap_or_else(|| vec!["expressway-c.lab".into()]);
     LabPkiPlan {
@@ -374,7 +385,8 @@ pub fn show(settings: &Settings, state_dir: &Path, now: SystemTime) -> ShowRepor
         tls.lab_pki
     );
     for e in &entries {
-        let present = e.path.exists();
+        // An error here (a folder we may not search) is not "missing": the read below names it.
+        let present = e.path.try_exists().unwrap_or(true);
         // With the lab off, lab files that were never made are not "in use": say nothing.
         if !present && !e.required && !expected {
             continue;

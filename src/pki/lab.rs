@@ -113,6 +113,9 @@ fn pair_state(cert: &Path, key: &Path) -> Result<PairState, PkiError> {
     }
 }
 
+/// Held while the lab PKI is checked and completed; stays behind, empty.
+pub const LOCK_FILE: &str = ".lab-pki.lock";
+
 /// Makes sure the lab CA, the tomcat, CallManager and Expressway-C certificates and the LSC of
 /// every device in `plan.devices` exist under `plan.dir`. Idempotent: creates the directory (mode 0700 when new) and only the files that
 /// are missing; an existing CA is loaded to issue missing leaves, and no existing file is ever
@@ -137,6 +140,16 @@ pub fn ensure_lab_pki(plan: &LabPkiPlan) -> Result<(LabPkiFiles, Vec<PathBuf>), 
         }
     }
     create_private_dir_pki(&plan.dir)?;
+    // A first start and a `certs init` may run at once: without the lock both could find a
+    // file missing, and a CA key of one run could end up next to the other's certificate.
+    let lock_path = plan.dir.join(LOCK_FILE);
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
     let files = LabPkiFiles::in_dir(&plan.dir);
     if !plan.devices.is_empty() {
         create_private_dir_pki(&files.devices_dir)?;
@@ -347,10 +360,10 @@ fn issue_leaf(
     };
     let mut made = Vec::with_capacity(2);
     if !matches!(state, PairState::NeedsCert) {
-        write_file(&key, key_pem.as_bytes(), true, sync)?;
+        write_file(&key, key_pem.as_bytes(), true, sync, Place::New)?;
         made.push(key);
     }
-    write_file(&cert, cert_pem.as_bytes(), false, sync)?;
+    write_file(&cert, cert_pem.as_bytes(), false, sync, Place::New)?;
     made.push(cert);
     Ok(made)
 }
@@ -378,7 +391,7 @@ pub fn ensure_secret_file(
 /// mode 0600 from creation, synced, then renamed over `path`. For state that must survive a
 /// crash whole (regenerated keys, compacted token logs).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    write_new_file(path, contents, true).map_err(|e| match e {
+    write_file(path, contents, true, Durability::FileAndDir, Place::Replace).map_err(|e| match e {
         PkiError::Io { source, .. } => source,
         other => io::Error::other(other),
     })
@@ -450,7 +463,16 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// into place, so a crash leaves either no file or a complete one. Private files are created
 /// with mode 0600 from the start (never briefly readable by others).
 fn write_new_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
-    write_file(path, contents, private, Durability::FileAndDir)
+    write_file(path, contents, private, Durability::FileAndDir, Place::New)
+}
+
+/// Whether the file may replace one already at its path.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Lab files: a file that appeared meanwhile (the user's own) is kept, and this is an error.
+    New,
+    /// State rewritten whole (regenerated keys, compacted logs).
+    Replace,
 }
 
 fn write_file(
@@ -458,6 +480,7 @@ fn write_file(
     contents: &[u8],
     private: bool,
     sync: Durability,
+    place: Place,
 ) -> Result<(), PkiError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -484,7 +507,11 @@ fn write_file(
         file.write_all(contents)?;
         file.sync_all()
     });
-    let result = result.and_then(|()| fs::rename(&tmp, path));
+    // A hard link, unlike a rename, fails when the target exists.
+    let result = result.and_then(|()| match place {
+        Place::Replace => fs::rename(&tmp, path),
+        Place::New => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
+    });
     if let Err(source) = result {
         // Best effort: the temporary file may not exist if open itself failed.
         let _ = fs::remove_file(&tmp);
@@ -588,8 +615,13 @@ mod tests {
             assert!(created.contains(path), "{} not created", path.display());
             assert!(path.starts_with(&plan.dir));
         }
-        // No temporary files left behind.
-        assert_eq!(fs::read_dir(&plan.dir).unwrap().count(), 8);
+        // No temporary files left behind (the lock file stays, empty).
+        let names: Vec<_> = fs::read_dir(&plan.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != LOCK_FILE)
+            .collect();
+        assert_eq!(names.len(), 8, "{names:?}");
 
         let ca = text(&files.ca_cert);
         for name in ["127.0.0.1", "ucm-pub.lab", "localhost"] {
@@ -618,7 +650,11 @@ mod tests {
             ] {
                 assert_eq!(mode(key), 0o600, "{}", key.display());
             }
-            assert_eq!(mode(&files.tomcat_cert), 0o644);
+            assert_eq!(
+                mode(&files.tomcat_cert) & 0o022,
+                0,
+                "not writable by others"
+            );
             assert_eq!(mode(&plan.dir), 0o700);
         }
 

@@ -13,7 +13,7 @@ mod lab;
 
 pub use certs::{LAB_DIR, lab_plan};
 pub use lab::{
-    LabPkiFiles, LabPkiPlan, create_private_dir, ensure_lab_pki, ensure_secret_file,
+    LOCK_FILE, LabPkiFiles, LabPkiPlan, create_private_dir, ensure_lab_pki, ensure_secret_file,
     write_private_file,
 };
 

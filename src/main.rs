@@ -50,12 +50,15 @@ Examples:
     -d grant_type=password -d username=rado -d password=lab -d client_id=C$(printf '%064d' 1)
   sip-oauth-registrar cli -c \"show key authz signing\"";
 
+/// The log filter when neither `--log` nor `RUST_LOG` gives one.
+const DEFAULT_LOG: &str = "info";
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the registrar (the default command).
     Serve {
         /// Log filter, in RUST_LOG syntax (e.g. `debug`, `sip_oauth_registrar=trace`).
-        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        #[arg(long, env = "RUST_LOG", default_value = DEFAULT_LOG)]
         log: String,
     },
     /// Load the configuration, certificates and keys, report every problem, and exit.
@@ -98,7 +101,17 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        None => serve(args.config.as_deref(), args.state_dir, "info"),
+        // `serve --log` takes RUST_LOG through clap; the bare command reads it the same way.
+        None => {
+            let log = std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty());
+            serve(
+                args.config.as_deref(),
+                args.state_dir,
+                log.as_deref().unwrap_or(DEFAULT_LOG),
+            )
+        }
         Some(Command::Serve { ref log }) => {
             serve(args.config.as_deref(), args.state_dir.clone(), log)
         }

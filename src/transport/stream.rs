@@ -269,7 +269,9 @@ async fn serve_connection<S>(
     match result {
         Ok(()) => tracing::trace!(%peer.addr, "connection closed by peer"),
         Err(reason) => {
-            tracing::debug!(%peer.addr, listener = peer.listener.name(), %reason, "closing connection")
+            // As an error, so the subscriber prints the cause after the reason.
+            let reason: &(dyn std::error::Error + 'static) = &reason;
+            tracing::debug!(%peer.addr, listener = peer.listener.name(), reason, "closing connection")
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
@@ -300,8 +302,8 @@ enum Closed {
     Idle,
     #[error("message not completed within the message timeout")]
     SlowMessage,
-    #[error("i/o error: {0}")]
-    Io(io::Error),
-    #[error("framing error: {0}")]
+    #[error("i/o error")]
+    Io(#[source] io::Error),
+    #[error("framing error")]
     Codec(#[from] codec::CodecError),
 }

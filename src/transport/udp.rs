@@ -91,6 +91,10 @@ pub async fn serve_udp(
     // A datagram can carry at most 65,507 bytes of payload; anything larger than the message
     // limit is refused by the codec.
     let mut buf = vec![0u8; 65_536];
+    // No explicit yield: under a flood `recv_from` is always ready, but each call spends tokio's
+    // cooperative budget, so the task yields to the runtime every budget's worth of datagrams
+    // and the stream connections keep being served (tests/integration/hostile.rs, flood test,
+    // on a one-thread runtime).
     loop {
         let (len, addr) = tokio::select! {
             () = cancel.cancelled() => return,

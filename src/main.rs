@@ -52,12 +52,15 @@ Examples:
     -d grant_type=password -d username=rado -d password=lab -d client_id=C$(printf '%064d' 1)
   sip-oauth-registrar cli -c \"show key authz signing\"";
 
+/// The log filter when neither `--log` nor `RUST_LOG` gives one.
+const DEFAULT_LOG: &str = "info";
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the registrar (the default command).
     Serve {
         /// Log filter, in RUST_LOG syntax (e.g. `debug`, `sip_oauth_registrar=trace`).
-        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        #[arg(long, env = "RUST_LOG", default_value = DEFAULT_LOG)]
         log: String,
     },
     /// Load the configuration, certificates and keys, report every problem, and exit.
@@ -118,7 +121,17 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        None => serve(args.config.as_deref(), args.state_dir, "info"),
+        // `serve --log` takes RUST_LOG through clap; the bare command reads it the same way.
+        None => {
+            let log = std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty());
+            serve(
+                args.config.as_deref(),
+                args.state_dir,
+                log.as_deref().unwrap_or(DEFAULT_LOG),
+            )
+        }
         Some(Command::Serve { ref log }) => {
             serve(args.config.as_deref(), args.state_dir.clone(), log)
         }
@@ -268,7 +281,8 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
         let expressway = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(c.expressway.clone()));
         match sip_oauth_registrar::tls::TlsConfigs::load(&settings, &state, expressway) {
             Ok(_) => println!("TLS certificates, keys and trust stores ok"),
-            Err(e) => problems.push(e.to_string()),
+            // `{:#}` keeps the causes (the file, then the parser's or the OS's reason).
+            Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),
         }
     }
     let encryption = match encryption_key(&settings, &state) {
@@ -317,7 +331,7 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
                 "{} identity provider(s) ok",
                 settings.identity_providers.len()
             ),
-            Err(e) => problems.push(format!("identity_providers: {e}")),
+            Err(e) => problems.push(format!("identity_providers: {:#}", anyhow::Error::from(e))),
         }
     }
     if !problems.is_empty() {

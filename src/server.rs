@@ -365,10 +365,13 @@ impl Server {
         tasks.spawn(sweep_token_cache(tokens.clone(), cancel.child_token()));
         // Every listener holds a descriptor, and so does every TFTP transfer (its own socket).
         let tftp_limits = crate::tftp::TftpLimits::default();
-        let process_permits = Arc::new(tokio::sync::Semaphore::new(connection_budget(
-            settings.limits.max_connections,
-            listeners.len() + tftp.len() * tftp_limits.max_transfers,
-        )));
+        let admission = transport::Admission::new(
+            connection_budget(
+                settings.limits.max_connections,
+                listeners.len() + tftp.len() * tftp_limits.max_transfers,
+            ),
+            settings.limits.max_connections_per_source,
+        );
         for (socket, node) in udp {
             tasks.spawn(transport::serve_udp(
                 socket,
@@ -398,7 +401,7 @@ impl Server {
                 settings.limits,
                 cancel.child_token(),
                 tasks.clone(),
-                process_permits.clone(),
+                admission.clone(),
             ));
         }
         Ok((

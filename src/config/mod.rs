@@ -51,6 +51,9 @@ pub struct Limits {
     /// Across every stream listener of the process; the file-descriptor limit is raised to
     /// fit it at start, or it is lowered to fit the limit.
     pub max_connections: usize,
+    /// Open connections from one IP address, across every stream listener (SIP and HTTP);
+    /// loopback included. Checked at accept, before any TLS work.
+    pub max_connections_per_source: usize,
     pub tls_handshake_timeout: Duration,
     /// From the first byte of a message to its last; stops slow-loris senders holding a
     /// connection with a byte now and then.
@@ -282,6 +285,13 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
     );
     range(
         &mut problems,
+        "limits.max_connections_per_source",
+        l.max_connections_per_source as u64,
+        1,
+        1 << 20,
+    );
+    range(
+        &mut problems,
         "limits.tls_handshake_timeout_ms",
         l.tls_handshake_timeout_ms,
         100,
@@ -396,6 +406,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
             max_headers: l.max_headers,
             max_connections_per_listener: l.max_connections_per_listener,
             max_connections: l.max_connections,
+            max_connections_per_source: l.max_connections_per_source,
             tls_handshake_timeout: Duration::from_millis(l.tls_handshake_timeout_ms),
             message_timeout: Duration::from_millis(l.message_timeout_ms),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),

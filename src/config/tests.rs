@@ -314,6 +314,7 @@ fn lab_limits_tls_and_tokens() {
             max_headers: 64,
             max_connections_per_listener: 10_000,
             max_connections: 20_000,
+            max_connections_per_source: 256,
             tls_handshake_timeout: Duration::from_millis(5000),
             message_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_secs(300),
@@ -951,6 +952,17 @@ const RULES: &[Rule] = &[
         edits: &[("[limits]", "max_headers = 64", "max_headers = 4")],
         key: "limits.max_headers",
         message: &["4 is out of range 8..=10000"],
+        others: &[],
+    },
+    Rule {
+        name: "no connection allowed per source",
+        edits: &[(
+            "[limits]",
+            "max_connections_per_source = 256",
+            "max_connections_per_source = 0",
+        )],
+        key: "limits.max_connections_per_source",
+        message: &["0 is out of range 1..=1048576"],
         others: &[],
     },
     Rule {

@@ -19,6 +19,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{Admission, LogBudget, Refusal};
 use super::codec::{self, Frame, SipCodec};
 
 use crate::cluster::NodeId;
@@ -60,10 +61,12 @@ pub async fn serve_stream_listener(
     limits: Limits,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    process_permits: Arc<Semaphore>,
+    admission: Admission,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections_per_listener));
     let service = l.app.service();
+    // Refusals are the client's doing: at most one line a second per listener.
+    let mut refusal_log = LogBudget::new(Duration::from_secs(1));
     loop {
         let (stream, addr) = tokio::select! {
             () = cancel.cancelled() => return,
@@ -77,18 +80,31 @@ pub async fn serve_stream_listener(
                 }
             },
         };
-        // Both a listener permit and a process permit: one listener cannot starve the others,
-        // and all of them together stay within the open-file limit.
-        let (Ok(permit), Ok(process_permit)) = (
-            permits.clone().try_acquire_owned(),
-            process_permits.clone().try_acquire_owned(),
-        ) else {
-            tracing::info!(
-                %addr,
-                listener = service.name(),
-                "connection limit reached, closing new connection"
-            );
-            continue;
+        // A listener permit, then the process budget and the per-source cap: one listener
+        // cannot starve the others, one address cannot take the budget from other clients, and
+        // all of them together stay within the open-file limit. A refused connection is dropped
+        // here, before any TLS work.
+        let admitted = match permits.clone().try_acquire_owned() {
+            Err(_) => Err("limits.max_connections_per_listener reached"),
+            Ok(permit) => admission
+                .admit(addr.ip())
+                .map(|ticket| (permit, ticket))
+                .map_err(Refusal::reason),
+        };
+        let (permit, ticket) = match admitted {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                if let Some(held_back) = refusal_log.allow(std::time::Instant::now()) {
+                    tracing::info!(
+                        %addr,
+                        listener = service.name(),
+                        reason,
+                        refused_since_last_line = held_back,
+                        "connection limit reached, closing new connection"
+                    );
+                }
+                continue;
+            }
         };
         // Small replies: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
@@ -101,13 +117,14 @@ pub async fn serve_stream_listener(
             .as_ref()
             .map(|slot| TlsAcceptor::from(slot.load_full()));
         tasks.spawn(async move {
-            let _permits = (permit, process_permit);
+            let _admitted = (permit, ticket);
             let Some(acceptor) = acceptor else {
                 app.serve(stream, addr, node, Transport::Tcp, None, limits, cancel)
                     .await;
                 return;
             };
-            let Some(tls) = handshake(acceptor, stream, addr, service, &limits).await else {
+            let Some(tls) = handshake(acceptor, stream, addr, service, &limits, &cancel).await
+            else {
                 return;
             };
             let cert_names = tls
@@ -160,9 +177,19 @@ async fn handshake(
     addr: SocketAddr,
     service: Service,
     limits: &Limits,
+    cancel: &CancellationToken,
 ) -> Option<TlsStream<TcpStream>> {
     let accept = acceptor.accept(stream).into_fallible();
-    match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
+    // A client that never finishes its handshake must not hold a shutdown until the handshake
+    // timeout: the shutdown deadline may be shorter.
+    let shaken = tokio::select! {
+        () = cancel.cancelled() => {
+            tracing::debug!(%addr, listener = service.name(), "TLS handshake cut by shutdown");
+            return None;
+        }
+        r = tokio::time::timeout(limits.tls_handshake_timeout, accept) => r,
+    };
+    match shaken {
         Err(_) => {
             tracing::debug!(%addr, listener = service.name(), "TLS handshake timed out");
             None
@@ -242,7 +269,9 @@ async fn serve_connection<S>(
     match result {
         Ok(()) => tracing::trace!(%peer.addr, "connection closed by peer"),
         Err(reason) => {
-            tracing::debug!(%peer.addr, listener = peer.listener.name(), %reason, "closing connection")
+            // As an error, so the subscriber prints the cause after the reason.
+            let reason: &(dyn std::error::Error + 'static) = &reason;
+            tracing::debug!(%peer.addr, listener = peer.listener.name(), reason, "closing connection")
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
@@ -273,8 +302,8 @@ enum Closed {
     Idle,
     #[error("message not completed within the message timeout")]
     SlowMessage,
-    #[error("i/o error: {0}")]
-    Io(io::Error),
-    #[error("framing error: {0}")]
+    #[error("i/o error")]
+    Io(#[source] io::Error),
+    #[error("framing error")]
     Codec(#[from] codec::CodecError),
 }

@@ -29,6 +29,16 @@ use crate::registrar::Registrar;
 /// meets the default buffer. The sizes the kernel granted are read back; when it capped one, a
 /// warning (once per process) names the sysctl to raise.
 pub fn bind_udp(addr: SocketAddr, limits: &crate::config::Limits) -> io::Result<UdpSocket> {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    bind_udp_warning_once(addr, limits, &WARNED)
+}
+
+/// [`bind_udp`] with the "warned already" flag passed in, so a test can watch its own warning.
+fn bind_udp_warning_once(
+    addr: SocketAddr,
+    limits: &crate::config::Limits,
+    warned: &AtomicBool,
+) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // A failure here leaves the kernel default, which still works: it is logged, not fatal.
     let recv = limits.udp_recv_buffer_bytes;
@@ -44,9 +54,8 @@ pub fn bind_udp(addr: SocketAddr, limits: &crate::config::Limits) -> io::Result<
     let granted_recv = granted(socket.recv_buffer_size()?);
     let granted_send = granted(socket.send_buffer_size()?);
     tracing::debug!(%addr, granted_recv, granted_send, "udp socket buffers");
-    static WARNED: AtomicBool = AtomicBool::new(false);
     let capped = granted_recv < recv || granted_send < send;
-    if capped && !WARNED.swap(true, Ordering::Relaxed) {
+    if capped && !warned.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             %addr,
             asked_recv = recv,
@@ -82,6 +91,10 @@ pub async fn serve_udp(
     // A datagram can carry at most 65,507 bytes of payload; anything larger than the message
     // limit is refused by the codec.
     let mut buf = vec![0u8; 65_536];
+    // No explicit yield: under a flood `recv_from` is always ready, but each call spends tokio's
+    // cooperative budget, so the task yields to the runtime every budget's worth of datagrams
+    // and the stream connections keep being served (tests/integration/hostile.rs, flood test,
+    // on a one-thread runtime).
     loop {
         let (len, addr) = tokio::select! {
             () = cancel.cancelled() => return,
@@ -114,5 +127,103 @@ pub async fn serve_udp(
                 tracing::debug!(%addr, %error, "udp send failed");
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines written while a test runs, for asserting on warnings.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+        }
+    }
+
+    fn sysctl(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Asks for more than `net.core.rmem_max` / `wmem_max`: the socket gets exactly the cap,
+    /// and one warning (not one per socket) names the sysctl and both sizes.
+    #[tokio::test]
+    async fn buffers_above_the_kernel_cap_are_capped_and_warned_about_once() {
+        let (rmem_max, wmem_max) = (sysctl("rmem_max"), sysctl("wmem_max"));
+        let mut limits = crate::config::Settings::lab().unwrap().limits;
+        // Within the configuration's own range (at most 1 GiB), above the kernel's.
+        limits.udp_recv_buffer_bytes = rmem_max + (64 << 10);
+        limits.udp_send_buffer_bytes = wmem_max + (64 << 10);
+        assert!(
+            limits.udp_recv_buffer_bytes <= 1 << 30,
+            "rmem_max {rmem_max} is above 1 GiB"
+        );
+
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let warned = AtomicBool::new(false);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+
+        let socket = bind_udp_warning_once(any, &limits, &warned).unwrap();
+        let sock = socket2::SockRef::from(&socket);
+        assert_eq!(granted(sock.recv_buffer_size().unwrap()), rmem_max);
+        assert_eq!(granted(sock.send_buffer_size().unwrap()), wmem_max);
+        let text = log.take();
+        assert_eq!(text.matches(" WARN ").count(), 1, "{text}");
+        assert!(
+            text.contains("the kernel capped the UDP socket buffers"),
+            "{text}"
+        );
+        assert!(text.contains("net.core.rmem_max"), "{text}");
+        assert!(
+            text.contains(&format!("asked_recv={}", limits.udp_recv_buffer_bytes)),
+            "{text}"
+        );
+        assert!(text.contains(&format!("granted_recv={rmem_max}")), "{text}");
+        assert!(text.contains(&format!("granted_send={wmem_max}")), "{text}");
+
+        // The second node's socket: capped the same, not warned again.
+        let again = bind_udp_warning_once(any, &limits, &warned).unwrap();
+        assert_eq!(
+            granted(socket2::SockRef::from(&again).recv_buffer_size().unwrap()),
+            rmem_max
+        );
+        assert_eq!(log.take(), "");
+
+        // Within the caps: the size asked for, and no warning even with a fresh flag.
+        limits.udp_recv_buffer_bytes = 64 << 10;
+        limits.udp_send_buffer_bytes = 64 << 10;
+        let fits = bind_udp_warning_once(any, &limits, &AtomicBool::new(false)).unwrap();
+        assert_eq!(
+            granted(socket2::SockRef::from(&fits).recv_buffer_size().unwrap()),
+            64 << 10
+        );
+        assert_eq!(log.take(), "");
     }
 }

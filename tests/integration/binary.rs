@@ -1,5 +1,6 @@
 //! Smoke test of the real binary: `check-config`, `token issue`, and `serve` on free ports
-//! answering a REGISTER with that token over TLS on the OAuth port.
+//! answering a REGISTER with that token over TLS on the OAuth port; `RUST_LOG` without a
+//! subcommand.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -26,11 +27,8 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-#[tokio::test]
-async fn check_config_token_issue_and_serve() {
-    let state = tempfile::tempdir().unwrap();
-    let ports = free_ports(8);
-    assert!(ports.len() >= 8, "free ports");
+/// The lab configuration with node 1 only, on `ports` (8 of them).
+fn one_node_config(ports: &[u16]) -> String {
     // One node is enough here; the second lab node keeps its ports out of the way by removal.
     let one_node = LAB_CONFIG.split("[[nodes]]").collect::<Vec<_>>();
     let node1 = one_node[1]
@@ -69,7 +67,15 @@ async fn check_config_token_issue_and_serve() {
             "nodes = [\"UCM-SUB1\", \"UCM-PUB\"]",
             "nodes = [\"UCM-PUB\"]",
         );
-    let config = format!("{}[[nodes]]{node1}[[profiles]]{rest}", one_node[0]);
+    format!("{}[[nodes]]{node1}[[profiles]]{rest}", one_node[0])
+}
+
+#[tokio::test]
+async fn check_config_token_issue_and_serve() {
+    let state = tempfile::tempdir().unwrap();
+    let ports = free_ports(8);
+    assert!(ports.len() >= 8, "free ports");
+    let config = one_node_config(&ports);
     let path = state.path().join("cluster.toml");
     std::fs::write(&path, config).unwrap();
 
@@ -145,4 +151,71 @@ async fn check_config_token_issue_and_serve() {
 fn child_take(c: &mut std::process::Child) -> std::process::Child {
     // Move the child out so the guard owns it; the placeholder is never used.
     std::mem::replace(c, Command::new("true").spawn().unwrap())
+}
+
+/// With no subcommand the binary serves, and `RUST_LOG` sets its log filter as it does for
+/// `serve` (the default filter, `info`, prints no DEBUG line).
+#[test]
+fn rust_log_applies_without_a_subcommand() {
+    use std::io::{BufRead, BufReader};
+
+    let state = tempfile::tempdir().unwrap();
+    let ports = free_ports(8);
+    assert!(ports.len() >= 8, "free ports");
+    let path = state.path().join("cluster.toml");
+    std::fs::write(&path, one_node_config(&ports)).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(child);
+    // Lines go to a channel so the wait is bounded even if the binary prints nothing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut debug_line = None;
+    let mut started = false;
+    while debug_line.is_none() || !started {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        // `udp socket buffers` is logged at DEBUG while binding, before `started` at INFO.
+        if line.contains(" DEBUG ") && line.contains("udp socket buffers") {
+            debug_line = Some(line.clone());
+        }
+        started |= line.contains("sip-oauth-registrar started");
+        seen.push(line);
+    }
+    assert!(
+        started,
+        "the bare command serves; stderr:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        debug_line.is_some(),
+        "RUST_LOG=debug shows DEBUG records; stderr:\n{}",
+        seen.join("\n")
+    );
 }

@@ -10,6 +10,7 @@ mod admin;
 mod axl;
 mod binary;
 mod errors;
+mod hostile;
 mod jabber;
 mod jose;
 mod mtls;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Interop tests: third-party SIP and TLS clients (SIPp, stunnel, openssl s_client) against the
-# real sip-oauth-registrar binary, on a copy of the lab cluster moved to a free port range.
+# Interop tests: third-party SIP and TLS clients (SIPp, stunnel, openssl s_client, SIPVicious)
+# against the real sip-oauth-registrar binary, on a copy of the lab cluster moved to a free port
+# range.
 #
 #   bash tests/interop/run.sh
 #
@@ -121,13 +122,14 @@ port_in_use() {
 }
 
 # Ports: a block of 100 below Linux's ephemeral range. BASE+0.. for the cluster's ports (each
-# distinct port number in lab.toml gets the next one), BASE+50.. for stunnel and SIPp.
+# distinct port number in lab.toml gets the next one), BASE+50.. for stunnel and SIPp, BASE+70..
+# for the SIPVicious bridge and scanners.
 pick_base() {
   local try p ok
   for ((try = 0; try < 50; try++)); do
     BASE=$(((100 + RANDOM % 220) * 100))
     ok=1
-    for ((p = BASE; p < BASE + 60; p++)); do
+    for ((p = BASE; p < BASE + 75; p++)); do
       if port_in_use "$p"; then
         ok=0
         break
@@ -599,6 +601,126 @@ case_e3() {
   expect_rejected e3-no-client-cert 'alert [a-z ]+|alert number [0-9]+'
 }
 
+# h. SIPVicious (svmap, svwar) against 5060/UDP and, through a UDP-to-TLS bridge (SIPVicious
+#    OSS speaks UDP only), the OAuth port: both answer OPTIONS with the documented Server header
+#    and nothing more; svwar enumerates the legacy port's lines (unauthenticated by design, as
+#    on UCM) but cannot tell an existing line from a missing one on the OAuth port, where the
+#    registrar challenges before looking the line up. Then the daemon still registers a device.
+SV_DIR=$ROOT/target/interop-tools/sipvicious
+install_sipvicious() {
+  [ -x "$SV_DIR/bin/sipvicious_svwar" ] && return 0
+  timeout 300 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$SV_DIR" sipvicious==0.3.8 >"$WORK/pip-sipvicious.log" 2>&1
+}
+sv() { # TOOL ARGS...: one bounded SIPVicious run, loopback only
+  local tool=$1
+  shift
+  PYTHONPATH=$SV_DIR timeout 90 python3 "$SV_DIR/bin/sipvicious_$tool" "$@"
+}
+sv_extensions() { # svwar output -> the extensions it reports, one a line
+  sed -n 's/^| *\([0-9][0-9]*\) *|.*/\1/p' "$1" | sort -n | paste -sd ' ' -
+}
+sv_agent() { # svmap output -> the User Agent column of its one row
+  awk -F'|' 'NF >= 4 && $2 ~ /[0-9]:[0-9]/ { gsub(/^ +| +$/, "", $3); print $3 }' "$1"
+}
+case_h() {
+  local server bridge_pid=0 ok=0 found agent
+  server="Cisco-CUCM$(awk '$1 == "server_version" { v = $3; gsub(/"/, "", v); print v; exit }' "$CFG")"
+  [ "$server" != Cisco-CUCM ] || server=Cisco-CUCM12.5
+  install_sipvicious || {
+    say "    pip install sipvicious failed: $(tail -n 3 "$WORK/pip-sipvicious.log")"
+    return 1
+  }
+  local bridge=$((BASE + 70))
+  python3 "$HERE/udp_tls_bridge.py" "$bridge" "$N1_ADDR" "$OAUTH_PORT" "$N1_NAME" \
+    "$CERTS/lab-ca.pem" >"$WORK/h-bridge.log" 2>&1 &
+  bridge_pid=$!
+  for ((i = 0; i < 50; i++)); do
+    grep -q '^ready' "$WORK/h-bridge.log" && break
+    sleep 0.1
+  done
+  grep -q '^ready' "$WORK/h-bridge.log" || {
+    say "    the UDP-to-TLS bridge did not start: $(tail -n 3 "$WORK/h-bridge.log")"
+    stop "$bridge_pid"
+    return 1
+  }
+
+  # svmap: OPTIONS; what a scanner learns is the Server header every answer carries.
+  sv svmap -b 127.0.0.1 -P $((BASE + 71)) -p "$SIP_PORT" "$N1_ADDR" >"$WORK/h-svmap-5060.out" 2>&1 || true
+  sv svmap -b 127.0.0.1 -P $((BASE + 72)) -p "$bridge" 127.0.0.1 >"$WORK/h-svmap-5090.out" 2>&1 || true
+  for port in 5060 5090; do
+    agent=$(sv_agent "$WORK/h-svmap-$port.out")
+    if [ "$agent" = "$server" ]; then
+      say "    svmap $port: one SIP device, User Agent \"$agent\""
+    else
+      say "    svmap $port: expected User Agent \"$server\", got \"$agent\":"
+      sed 's/^/      /' "$WORK/h-svmap-$port.out" | tail -n 20
+      ok=1
+    fi
+  done
+
+  # svwar on the legacy port: 3001 (SIPlegacy1, no credentials) exists, 3000 and 3002-3010 not.
+  sv svwar -b 127.0.0.1 -P $((BASE + 73)) -e3000-3010 --maximumtime 10 \
+    "udp://$N1_ADDR:$SIP_PORT" >"$WORK/h-svwar-5060.out" 2>&1 || true
+  found=$(sv_extensions "$WORK/h-svwar-5060.out")
+  if [ "$found" = 3001 ]; then
+    say "    svwar 5060 -e3000-3010: finds 3001 only (the legacy port is unauthenticated by design)"
+  else
+    say "    svwar 5060 -e3000-3010: expected 3001, got \"$found\":"
+    sed 's/^/      /' "$WORK/h-svwar-5060.out" | tail -n 20
+    ok=1
+  fi
+  # svwar on the OAuth port, over DNs that exist there (1010, 2001, 2002), exist elsewhere
+  # (2003, 3001), belong to an inactive user (2099), or do not exist: it must report none.
+  # --force: without it svwar stops at its first check when a made-up extension is challenged
+  # too; forced, it asks for every extension and compares the answers. -v prints that it did.
+  sv svwar -v --force -b 127.0.0.1 -P $((BASE + 74)) -e1009-1011,2000-2003,2099,3000-3001 \
+    --maximumtime 10 "udp://127.0.0.1:$bridge" >"$WORK/h-svwar-5090.out" 2>&1 || true
+  found=$(sv_extensions "$WORK/h-svwar-5090.out")
+  if ! grep -q 'Ok SIP device found' "$WORK/h-svwar-5090.out"; then
+    say "    svwar 5090: did not get through the bridge:"
+    sed 's/^/      /' "$WORK/h-svwar-5090.out" | tail -n 20
+    ok=1
+  elif [ -n "$found" ]; then
+    say "    svwar 5090: told \"$found\" apart from missing extensions on the OAuth port:"
+    sed 's/^/      /' "$WORK/h-svwar-5090.out" | tail -n 20
+    ok=1
+  else
+    say "    svwar 5090 (forced, 12 extensions): every answer alike, no extension found"
+  fi
+  stop "$bridge_pid"
+
+  # Still serving, on both ports. (Not by registering 3001 again: svwar's REGISTER holds its
+  # binding now, and a second client gets 403 "Registration is active for another client".)
+  local answer
+  answer=$(python3 - "$N1_ADDR" "$SIP_PORT" "$SIP_OPTIONS" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
+print(s.recv(65536).decode(errors="replace").split("\r\n")[0])
+PY
+  ) || answer="no answer"
+  if [ "$answer" = "SIP/2.0 200 OK" ]; then
+    say "    after the scans: OPTIONS on 5060/UDP answered $answer"
+  else
+    say "    after the scans: OPTIONS on 5060/UDP answered \"$answer\""
+    ok=1
+  fi
+  { printf '%s' "$SIP_OPTIONS"; sleep 2; } |
+    timeout 10 openssl s_client -connect "$N1_ADDR:$OAUTH_PORT" -servername "$N1_NAME" \
+      -CAfile "$CERTS/lab-ca.pem" -verify_return_error >"$WORK/h-after.out" 2>&1 || true
+  if grep -q '^SIP/2.0 200 OK' "$WORK/h-after.out"; then
+    say "    after the scans: OPTIONS on 5090 over TLS answered SIP/2.0 200 OK"
+  else
+    say "    after the scans: no 200 to OPTIONS on 5090 over TLS:"
+    tail -n 20 "$WORK/h-after.out" | sed 's/^/      /'
+    ok=1
+  fi
+  kill -0 "$DAEMON_PID" 2>/dev/null || { say "    the registrar died"; ok=1; }
+  return "$ok"
+}
+
 run_case "a: OAuth port 5090 over TLS (SIPp+stunnel): 407 Bearer, 200 with token, refresh" case_a
 run_case "f: curl token service on 8443 (password, refresh, code flow), SIPp on 5090, revoke, key regen" case_f
 run_case "g: config files over 6970, TFTP and 6971 (with a token), well-formed, naming the bound ports" case_g
@@ -617,6 +739,8 @@ else
     say "FAIL $n: test certificates could not be made"
   done
 fi
+
+run_case "h: sipvicious svmap/svwar on 5060/UDP and 5090 (bridged): no line told apart on 5090; still serving" case_h
 
 kill -0 "$DAEMON_PID" 2>/dev/null || {
   say "FAIL registrar: the daemon died during the run"

@@ -396,10 +396,10 @@ impl ExternalIssuers {
 
     /// Wakes the refresh task for `issuer`, at most once per pending refresh.
     fn want_refresh(&self, issuer: &Issuer) {
-        if let Some(remote) = &issuer.remote {
-            if !remote.wanted.swap(true, Ordering::Relaxed) {
-                self.wake.notify_one();
-            }
+        if let Some(remote) = &issuer.remote
+            && !remote.wanted.swap(true, Ordering::Relaxed)
+        {
+            self.wake.notify_one();
         }
     }
 }

@@ -316,11 +316,11 @@ async fn run(
     }
     let negotiated = negotiate(&job.options, bytes.len(), &limits);
     transfer.timeout = negotiated.timeout;
-    if !negotiated.oack.is_empty() {
-        if let Err(end) = transfer.exchange(&packet::oack(&negotiated.oack), 0).await {
-            tracing::debug!(%end, "tftp: transfer ended at the OACK");
-            return;
-        }
+    if !negotiated.oack.is_empty()
+        && let Err(end) = transfer.exchange(&packet::oack(&negotiated.oack), 0).await
+    {
+        tracing::debug!(%end, "tftp: transfer ended at the OACK");
+        return;
     }
     let blksize = negotiated.blksize;
     // The last block is shorter than blksize, so a file of a whole number of blocks ends with

@@ -122,10 +122,10 @@ pub async fn serve_udp(
             transport: Transport::Udp,
             cert_names: None,
         };
-        if let Some(reply) = registrar.handle(message, &peer) {
-            if let Err(error) = socket.send_to(&reply, addr).await {
-                tracing::debug!(%addr, %error, "udp send failed");
-            }
+        if let Some(reply) = registrar.handle(message, &peer)
+            && let Err(error) = socket.send_to(&reply, addr).await
+        {
+            tracing::debug!(%addr, %error, "udp send failed");
         }
     }
 }

@@ -318,6 +318,7 @@ fn lab_limits_tls_and_tokens() {
             message_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_secs(300),
             max_bindings: 200_000,
+            max_bindings_per_aor: 10,
             udp_recv_buffer_bytes: 4 << 20,
             udp_send_buffer_bytes: 1 << 20,
         }

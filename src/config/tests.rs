@@ -955,6 +955,17 @@ const RULES: &[Rule] = &[
         others: &[],
     },
     Rule {
+        name: "max_bindings_per_aor zero",
+        edits: &[(
+            "[limits]",
+            "max_bindings_per_aor = 10",
+            "max_bindings_per_aor = 0",
+        )],
+        key: "limits.max_bindings_per_aor",
+        message: &["0 is out of range 1..=1000"],
+        others: &[],
+    },
+    Rule {
         name: "udp receive buffer too small",
         edits: &[(
             "[limits]",

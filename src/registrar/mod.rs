@@ -285,7 +285,7 @@ impl Registrar {
                     .map_err(|e| self.store_error(e, peer, device));
             }
             Contacts::Aor(entries) => {
-                return self.register_aor(req, peer, device, &entries, binding);
+                return self.register_aor(req, peer, device, &entries, binding, now);
             }
             Contacts::Cisco(c) => c,
         };
@@ -359,6 +359,7 @@ impl Registrar {
         device: DeviceId,
         entries: &[NameAddr<'_>],
         binding: impl Fn(&str, Option<&str>, Duration) -> Binding,
+        now: Instant,
     ) -> Result<Outcome, Outcome> {
         let min = self.cluster.params.min_expires_secs;
         // Such clients choose their interval (RFC 3261 §10.2.1), but get no more than the
@@ -389,7 +390,7 @@ impl Registrar {
         }
         let listed = self
             .store
-            .update_aor(device, AorUpdate::Contacts(bindings), Instant::now())
+            .update_aor(device, AorUpdate::Contacts(bindings), now)
             .map_err(|e| self.store_error(e, peer, device))?;
         let reason = if listed.is_empty() {
             "unregistered"
@@ -825,6 +826,29 @@ mod tests {
             "a new second: the held-back count is told"
         );
         assert_eq!(budget.take(101), Some(0));
+    }
+
+    #[test]
+    fn qvalues_follow_the_rfc_3261_grammar() {
+        let good = [
+            ("0", 0, "0"),
+            ("0.", 0, "0"),
+            ("0.5", 500, "0.5"),
+            ("0.500", 500, "0.5"),
+            ("0.05", 50, "0.05"),
+            ("0.001", 1, "0.001"),
+            ("1", 1000, "1"),
+            ("1.000", 1000, "1"),
+        ];
+        for (text, q, back) in good {
+            assert_eq!(parse_qvalue(text), Some(q), "{text}");
+            assert_eq!(format_qvalue(q), back, "{text}");
+        }
+        for bad in [
+            "", "1.001", "1.5", "2", "0.1234", ".5", "-0", "0.5x", "00.5", "+1", "0.\u{e9}",
+        ] {
+            assert_eq!(parse_qvalue(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

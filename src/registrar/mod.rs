@@ -368,6 +368,9 @@ impl Registrar {
         let max = self.cluster.params.keepalive_interval_secs;
         let mut bindings = Vec::with_capacity(entries.len());
         for entry in entries {
+            // Bindings are told apart by URI equality (RFC 3261 §19.1.4): it needs URIs.
+            grammar::parse_sip_uri(entry.uri)
+                .map_err(|_| self.bad_request(peer, "Malformed Contact URI"))?;
             let requested =
                 requested_expires(req, Some(entry)).map_err(|r| self.bad_request(peer, r))?;
             if requested != 0 && requested < min {
@@ -659,13 +662,14 @@ fn parse_contacts(req: &Request) -> Result<Contacts<'_>, ContactError> {
             Err(Malformed("Contact: * must be the only Contact"))
         };
     }
+    // The scheme only: a full parse allocates, and the Cisco path never needed it. The
+    // RFC 3261 path parses its URIs in full (`register_aor`).
     for e in &entries {
-        match grammar::parse_sip_uri(e.uri) {
-            Ok(_) => {}
-            Err(grammar::GrammarError::UnsupportedScheme) => {
-                return Err(ContactError::UnsupportedScheme);
-            }
-            Err(_) => return Err(Malformed("Malformed Contact URI")),
+        let scheme = e.uri.split_once(':').map(|(scheme, _)| scheme.trim());
+        match scheme {
+            Some(s) if s.eq_ignore_ascii_case("sip") || s.eq_ignore_ascii_case("sips") => {}
+            Some(_) => return Err(ContactError::UnsupportedScheme),
+            None => return Err(Malformed("Malformed Contact URI")),
         }
     }
     if entries.iter().any(|e| e.params.has(DEVICE_NAME_PARAM)) {

@@ -336,14 +336,12 @@ impl Store {
                         Action::Replace(p)
                     }
                 }
+                // Removing what is not there is done (a retransmitted removal included).
+                None if removing => Action::Keep,
                 None => {
                     state.check_tombstone(idx, new, now)?;
-                    if removing {
-                        Action::Keep
-                    } else {
-                        added += 1;
-                        Action::Add
-                    }
+                    added += 1;
+                    Action::Add
                 }
             };
             actions.push(action);
@@ -393,9 +391,7 @@ impl Store {
                 });
             }
         }
-        if added > 0 {
-            state.seen[idx] = true;
-        }
+        // `seen` is left alone: `;x-cisco-newreg` is about the device's Cisco client.
         Ok(())
     }
 
@@ -1311,5 +1307,40 @@ mod tests {
             assert!(!uri_eq(a, b), "{a} != {b}");
             assert!(!uri_eq(b, a), "{b} != {a}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retransmitted_removal_is_answered_again_not_refused() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let add = || AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]);
+        store.update_aor(D, add(), now).unwrap();
+        // A retransmission of the adding request changes nothing.
+        assert_eq!(store.update_aor(D, add(), now).unwrap().len(), 1);
+        let off = || AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 2, now)]);
+        assert_eq!(store.update_aor(D, off(), now), Ok(vec![]));
+        assert_eq!(store.update_aor(D, off(), now), Ok(vec![]));
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aor_bindings_do_not_use_up_the_devices_newreg() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        store
+            .update_aor(
+                D,
+                AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            store.register(D, update(binding(Some("i1"), "j1", 1, exp), false), now),
+            Ok(Registered::New {
+                first_since_start: true
+            })
+        );
     }
 }

@@ -244,6 +244,14 @@ async fn a_non_sip_contact_gets_416() {
             );
         }
     }
+    // A sip: URI that is not one is malformed, not unsupported.
+    let mut c = connect(&s, Udp).await;
+    let r = c.register(&client_register(Udp, "<sip:@127.0.0.1>")).await;
+    assert_eq!(r.status, 400, "{}", r.raw);
+    assert_eq!(
+        r.warning(),
+        Some(format!("399 {node} \"Malformed Contact URI\"").as_str())
+    );
     assert!(stored(&s).is_empty());
 }
 

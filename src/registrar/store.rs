@@ -384,11 +384,12 @@ impl Store {
         if let Some(call_id) = call_id {
             state.clear_tombstone(idx, call_id);
             if let Some(until) = until {
-                state.removed[idx] = Some(Tombstone {
+                let t = Tombstone {
                     call_id,
                     cseq,
                     until,
-                });
+                };
+                state.remember_removal(idx, t, now, false);
             }
         }
         // `seen` is left alone: `;x-cisco-newreg` is about the device's Cisco client.
@@ -568,6 +569,18 @@ impl State {
         }
     }
 
+    /// Keeps `t` as the device's last removal. A slot has room for one: the Cisco client's
+    /// removal takes it (`cisco`), but an AOR client's does not push out another client's that
+    /// still matters. An AOR binding's delayed REGISTER is then not caught; RFC 3261 asks for
+    /// no memory of removed bindings, and UCM's one-client rule is the one this guards.
+    fn remember_removal(&mut self, idx: usize, t: Tombstone, now: Instant, cisco: bool) {
+        let keep = !cisco
+            && self.removed[idx].is_some_and(|old| old.call_id != t.call_id && now < old.until);
+        if !keep {
+            self.removed[idx] = Some(t);
+        }
+    }
+
     /// A newer request on the removal's Call-ID has registered: the tombstone has done its job.
     /// Another client's request leaves it.
     fn clear_tombstone(&mut self, idx: usize, call_id: u64) {
@@ -635,17 +648,20 @@ fn remove_all(
         });
     }
     let mut until: Option<Instant> = None;
+    let mut cisco = false;
     for (b, _) in state.slots[idx].iter_mut().zip(remove).filter(|(_, r)| *r) {
         until = Some(until.map_or(b.expires_at, |u| u.max(b.expires_at)));
+        cisco |= b.device_named;
         b.expires_at = now;
     }
     let Some(until) = until else { return Ok(()) };
     state.prune(idx, now);
-    state.removed[idx] = Some(Tombstone {
+    let t = Tombstone {
         call_id: call_id_hash(&request.call_id),
         cseq: request.cseq,
         until,
-    });
+    };
+    state.remember_removal(idx, t, now, cisco);
     Ok(())
 }
 
@@ -1340,6 +1356,41 @@ mod tests {
             store.register(D, update(binding(Some("i1"), "j1", 1, exp), false), now),
             Ok(Registered::New {
                 first_since_start: true
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_aor_removal_does_not_forget_the_cisco_clients_removal() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(120);
+        store
+            .register(
+                D,
+                update(binding(Some("i1"), "jabber", 13, exp), false),
+                now,
+            )
+            .unwrap();
+        let off = Update {
+            binding: binding(Some("i1"), "jabber", 14, now),
+            force: false,
+            wildcard: false,
+        };
+        assert_eq!(store.unregister(D, &off, now), Ok(true));
+        let aor_add = AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]);
+        store.update_aor(D, aor_add, now).unwrap();
+        let aor_off = AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 2, now)]);
+        store.update_aor(D, aor_off, now).unwrap();
+        assert_eq!(
+            store.register(
+                D,
+                update(binding(Some("i1"), "jabber", 13, exp), false),
+                now
+            ),
+            Err(StoreError::OutOfOrder {
+                current: 14,
+                got: 13
             })
         );
     }

@@ -1394,4 +1394,23 @@ mod tests {
             })
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_with_an_instance_keeps_one_binding_when_its_address_changes() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let with_instance = |uri: &str, cseq| Binding {
+            instance: Some("<urn:uuid:1>".into()),
+            ..aor(uri, "c1", cseq, exp)
+        };
+        let first = AorUpdate::Contacts(vec![with_instance("sip:u@10.0.0.1:5060", 1)]);
+        store.update_aor(D, first, now).unwrap();
+        let moved = AorUpdate::Contacts(vec![with_instance("sip:u@192.0.2.7:40000", 2)]);
+        let listed = store.update_aor(D, moved, now).unwrap();
+        assert_eq!(uris(&listed), [("sip:u@192.0.2.7:40000", 60)]);
+        // Without the instance, the old address is another binding.
+        let other = AorUpdate::Contacts(vec![aor("sip:u@10.0.0.1:5060", "c9", 1, exp)]);
+        assert_eq!(store.update_aor(D, other, now).unwrap().len(), 2);
+    }
 }

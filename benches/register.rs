@@ -374,7 +374,7 @@ fn memory_report(fx: &Fixture) {
         })
         .sum();
     let token_text: usize = measured.iter().map(|d| d.token.len()).sum();
-    let slot = size_of::<Option<sip_oauth_registrar::registrar::Binding>>() + size_of::<bool>();
+    let slot = sip_oauth_registrar::registrar::store::SLOT_BYTES + size_of::<bool>();
     let per = |bytes: u64| bytes as f64 / n as f64;
     match (store, cache) {
         (Some(store), Some(cache)) => {
@@ -390,7 +390,7 @@ fn memory_report(fx: &Fixture) {
                 verdict((binding + per(cache)) / BUDGET_BYTES_PER_BINDING)
             );
             println!(
-                "memory:   store = {slot} B slot (Option<Binding> + seen flag, preallocated for \
+                "memory:   store = {slot} B slot (one inline binding + seen flag, preallocated for \
                  every configured device) + {:.0} B heap per registration (of which the \
                  binding's strings are {} B; the expiry B-tree and malloc overhead are the rest)",
                 per(store),

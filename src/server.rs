@@ -170,7 +170,11 @@ impl Server {
             },
         )?);
         let cluster = Arc::new(settings.cluster.clone());
-        let store = Store::new(cluster.devices.len(), settings.limits.max_bindings);
+        let store = Store::with_limits(
+            cluster.devices.len(),
+            settings.limits.max_bindings,
+            settings.limits.max_bindings_per_aor,
+        );
         // Outside issuers: files are read and JWKS URLs fetched once now (an unreachable one is
         // retried in the background, not fatal).
         let outside = if settings.identity_providers.is_empty() {

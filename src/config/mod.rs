@@ -60,6 +60,9 @@ pub struct Limits {
     pub message_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_bindings: usize,
+    /// Bindings one address-of-record may hold from non-Cisco clients (RFC 3261 §10.3 rules);
+    /// a REGISTER that would exceed it is refused whole.
+    pub max_bindings_per_aor: usize,
     /// `SO_RCVBUF` asked for on each SIP UDP socket: the queue a burst of datagrams waits in
     /// while the listener handles them one by one. The kernel caps it at
     /// `net.core.rmem_max` (logged at start).
@@ -318,6 +321,13 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
         1,
         50_000_000,
     );
+    range(
+        &mut problems,
+        "limits.max_bindings_per_aor",
+        l.max_bindings_per_aor as u64,
+        1,
+        1_000,
+    );
     // Below 16 KiB the kernel rounds up anyway; above 1 GiB is a typo.
     for (key, value) in [
         ("limits.udp_recv_buffer_bytes", l.udp_recv_buffer_bytes),
@@ -411,6 +421,7 @@ fn convert(raw: raw::Config) -> Result<Settings, ConfigError> {
             message_timeout: Duration::from_millis(l.message_timeout_ms),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             max_bindings: l.max_bindings,
+            max_bindings_per_aor: l.max_bindings_per_aor,
             udp_recv_buffer_bytes: l.udp_recv_buffer_bytes,
             udp_send_buffer_bytes: l.udp_send_buffer_bytes,
         },

@@ -73,6 +73,7 @@ pub(super) struct Limits {
     pub(super) message_timeout_ms: u64,
     pub(super) idle_timeout_secs: u64,
     pub(super) max_bindings: usize,
+    pub(super) max_bindings_per_aor: usize,
     pub(super) udp_recv_buffer_bytes: usize,
     pub(super) udp_send_buffer_bytes: usize,
 }
@@ -89,6 +90,7 @@ impl Default for Limits {
             message_timeout_ms: 10_000,
             idle_timeout_secs: 300,
             max_bindings: 200_000,
+            max_bindings_per_aor: 10,
             udp_recv_buffer_bytes: 4 << 20,
             udp_send_buffer_bytes: 1 << 20,
         }

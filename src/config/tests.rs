@@ -319,6 +319,7 @@ fn lab_limits_tls_and_tokens() {
             message_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_secs(300),
             max_bindings: 200_000,
+            max_bindings_per_aor: 10,
             udp_recv_buffer_bytes: 4 << 20,
             udp_send_buffer_bytes: 1 << 20,
         }
@@ -963,6 +964,17 @@ const RULES: &[Rule] = &[
         )],
         key: "limits.max_connections_per_source",
         message: &["0 is out of range 1..=1048576"],
+        others: &[],
+    },
+    Rule {
+        name: "max_bindings_per_aor zero",
+        edits: &[(
+            "[limits]",
+            "max_bindings_per_aor = 10",
+            "max_bindings_per_aor = 0",
+        )],
+        key: "limits.max_bindings_per_aor",
+        message: &["0 is out of range 1..=1000"],
         others: &[],
     },
     Rule {

@@ -18,7 +18,7 @@ use crate::policy::{self, Admission};
 use crate::sip::grammar::{self, ContactList, NameAddr};
 use crate::sip::response::{self, Reply};
 use crate::sip::{self, Method, ParseError, Request};
-pub use store::{Binding, Registered, Store, StoreError, Update};
+pub use store::{AorUpdate, Binding, Listed, Registered, Store, StoreError, Update};
 
 /// What requests other than REGISTER may be.
 const ALLOW: &str = "REGISTER, OPTIONS";
@@ -83,6 +83,11 @@ impl Outcome {
 
     fn device(mut self, device: DeviceId) -> Self {
         self.device = Some(device);
+        self
+    }
+
+    fn reason(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
         self
     }
 
@@ -224,7 +229,16 @@ impl Registrar {
     }
 
     fn try_register(&self, req: &Request, peer: &Peer) -> Result<Outcome, Outcome> {
-        let contacts = parse_contacts(req).map_err(|reason| self.bad_request(peer, reason))?;
+        let contacts = parse_contacts(req).map_err(|e| self.contact_error(peer, e))?;
+        // On the OAuth ports the token comes before anything is looked up: without one, a
+        // missing device or line, a device of another profile and a registered one all get the
+        // same 407, so an unauthenticated scanner learns nothing (README, "What each port
+        // reveals"). The cluster's OAuth mode is on wherever these ports are bound.
+        let token_user = if peer.listener.is_oauth() {
+            Some(self.authenticate(req)?)
+        } else {
+            None
+        };
         let device = self.identify(req, &contacts, peer)?;
         let profile = self.cluster.profile_of(device);
 
@@ -237,64 +251,68 @@ impl Registrar {
             let reply = reply.header("Warning", self.warning(peer, reject.warning_text()));
             Outcome::new(reply, reject.reason()).device(device)
         })?;
-        let user = self.admit(admission, req, peer, device)?;
+        let user = self.admit(admission, token_user, req, peer, device)?;
 
         let now = Instant::now();
-        let update = |contact: Option<&NameAddr<'_>>, expires: Duration| Update {
-            binding: Binding {
-                contact_uri: contact.map_or("", |c| c.uri).into(),
-                instance: contact
-                    .and_then(|c| c.param("+sip.instance").flatten())
-                    .map(Into::into),
-                call_id: req.echo.call_id.as_str().into(),
-                cseq: req.cseq_number,
-                branch: branch_hash(&req.echo),
-                newreg: false,
-                expires_at: now + expires,
-                registered_at: unix_now(),
-                node: peer.node,
-                listener: peer.listener,
-                transport: peer.transport,
-                source: peer.addr,
-                user: user.clone(),
-            },
-            force: is_forced(req, contact),
-            wildcard: contact.is_none(),
+        let binding = |uri: &str, instance: Option<&str>, expires: Duration| Binding {
+            contact_uri: uri.into(),
+            instance: instance.map(Into::into),
+            call_id: req.echo.call_id.as_str().into(),
+            cseq: req.cseq_number,
+            branch: branch_hash(&req.echo),
+            newreg: false,
+            device_named: false,
+            q: None,
+            expires_at: now + expires,
+            registered_at: unix_now(),
+            node: peer.node,
+            listener: peer.listener,
+            transport: peer.transport,
+            source: peer.addr,
+            user: user.clone(),
         };
-
-        let entry = match &contacts {
-            Contacts::Query => return Ok(self.query(device, now)),
-            Contacts::Star => None,
-            Contacts::One(c) => Some(c),
+        let contact = match contacts {
+            Contacts::Query => return Ok(self.listing(device, self.store.bindings(device, now))),
+            Contacts::Star => {
+                if requested_expires(req, None).map_err(|r| self.bad_request(peer, r))? != 0 {
+                    return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
+                }
+                let request = binding("", None, Duration::ZERO);
+                return self
+                    .store
+                    .update_aor(device, AorUpdate::RemoveAll(request), now)
+                    .map(|listed| self.listing(device, listed).reason("unregistered"))
+                    .map_err(|e| self.store_error(e, peer, device));
+            }
+            Contacts::Aor(entries) => {
+                return self.register_aor(req, peer, device, &entries, binding, now);
+            }
+            Contacts::Cisco(c) => c,
         };
-        let requested = requested_expires(req, entry).map_err(|r| self.bad_request(peer, r))?;
+        let instance = contact.param("+sip.instance").flatten();
+        let update = |expires: Duration| Update {
+            binding: binding(contact.uri, instance, expires),
+            force: is_forced(req, Some(&contact)),
+            wildcard: false,
+        };
+        let requested =
+            requested_expires(req, Some(&contact)).map_err(|r| self.bad_request(peer, r))?;
         if requested == 0 {
             return self
                 .store
-                .unregister(device, &update(entry, Duration::ZERO), now)
+                .unregister(device, &update(Duration::ZERO), now)
                 .map(|_| Outcome::new(Reply::new(200, "OK"), "unregistered").device(device))
                 .map_err(|e| self.store_error(e, peer, device));
         }
-        // Past here the request registers, so it names exactly one contact.
-        let Some(contact) = entry else {
-            return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
-        };
-        let min = self.cluster.params.min_expires_secs;
-        if requested < min {
-            let reply =
-                Reply::new(423, "Interval Too Brief").header("Min-Expires", min.to_string());
-            return Err(Outcome::new(reply, "interval_too_brief").device(device));
+        if requested < self.cluster.params.min_expires_secs {
+            return Err(self.interval_too_brief(device));
         }
 
         // UCM grants its keepalive interval whatever the client asked (spec §4).
         let granted = self.cluster.params.keepalive_interval_secs;
         let registered = self
             .store
-            .register(
-                device,
-                update(Some(contact), Duration::from_secs(granted.into())),
-                now,
-            )
+            .register(device, update(Duration::from_secs(granted.into())), now)
             .map_err(|e| self.store_error(e, peer, device))?;
 
         let newreg = matches!(
@@ -316,7 +334,7 @@ impl Registrar {
                 "Contact",
                 format!(
                     "{}{}",
-                    echo_contact(contact),
+                    echo_contact(&contact),
                     if newreg { NEWREG } else { "" }
                 ),
             )
@@ -332,14 +350,78 @@ impl Registrar {
         Ok(Outcome::new(reply, reason).device(device))
     }
 
-    /// `200` listing the device's binding, with the seconds it has left.
-    fn query(&self, device: DeviceId, now: Instant) -> Outcome {
+    /// A non-Cisco client's REGISTER: RFC 3261 §10.3, one binding per Contact, each with its
+    /// own expiry, all applied or none.
+    fn register_aor(
+        &self,
+        req: &Request,
+        peer: &Peer,
+        device: DeviceId,
+        entries: &[NameAddr<'_>],
+        binding: impl Fn(&str, Option<&str>, Duration) -> Binding,
+        now: Instant,
+    ) -> Result<Outcome, Outcome> {
+        let min = self.cluster.params.min_expires_secs;
+        // Such clients choose their interval (RFC 3261 §10.2.1), but get no more than the
+        // keepalive interval UCM gives its own clients: a binding that a client or a scanner
+        // left behind is gone within it, and cannot hold a DN for an hour.
+        let max = self.cluster.params.keepalive_interval_secs;
+        let mut bindings = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // Bindings are told apart by URI equality (RFC 3261 §19.1.4): it needs URIs.
+            grammar::parse_sip_uri(entry.uri)
+                .map_err(|_| self.bad_request(peer, "Malformed Contact URI"))?;
+            let requested =
+                requested_expires(req, Some(entry)).map_err(|r| self.bad_request(peer, r))?;
+            if requested != 0 && requested < min {
+                return Err(self.interval_too_brief(device));
+            }
+            let q = match entry.param("q") {
+                None => None,
+                Some(v) => Some(
+                    v.and_then(parse_qvalue)
+                        .ok_or_else(|| self.bad_request(peer, "Malformed q parameter"))?,
+                ),
+            };
+            let mut b = binding(
+                entry.uri,
+                entry.param("+sip.instance").flatten(),
+                Duration::from_secs(requested.min(max).into()),
+            );
+            b.q = q;
+            bindings.push(b);
+        }
+        let listed = self
+            .store
+            .update_aor(device, AorUpdate::Contacts(bindings), now)
+            .map_err(|e| self.store_error(e, peer, device))?;
+        let reason = if listed.is_empty() {
+            "unregistered"
+        } else {
+            "registered"
+        };
+        Ok(self.listing(device, listed).reason(reason))
+    }
+
+    /// `200` listing bindings with the seconds each has left and its `q` (RFC 3261 §10.3
+    /// step 8).
+    fn listing(&self, device: DeviceId, listed: Vec<Listed>) -> Outcome {
         let mut reply = Reply::new(200, "OK");
-        if let Some(b) = self.store.lookup(device, now) {
-            let left = b.expires_at.saturating_duration_since(now).as_secs();
-            reply = reply.header("Contact", format!("<{}>;expires={left}", b.contact_uri));
+        for b in listed {
+            let mut value = format!("<{}>;expires={}", b.contact_uri, b.expires_in);
+            if let Some(q) = b.q {
+                value.push_str(";q=");
+                value.push_str(&format_qvalue(q));
+            }
+            reply = reply.header("Contact", value);
         }
         Outcome::new(reply, "query").device(device)
+    }
+
+    fn interval_too_brief(&self, device: DeviceId) -> Outcome {
+        let min = self.cluster.params.min_expires_secs;
+        let reply = Reply::new(423, "Interval Too Brief").header("Min-Expires", min.to_string());
+        Outcome::new(reply, "interval_too_brief").device(device)
     }
 
     /// The device named by Cisco's Contact feature tag, else the one owning the AOR's line.
@@ -359,8 +441,8 @@ impl Registrar {
             .map_err(|_| self.bad_request(peer, "To is not a sip: or sips: URI"))?;
         let dn = aor.user.unwrap_or_default();
         let named = match contacts {
-            Contacts::One(c) => c.param(DEVICE_NAME_PARAM).flatten(),
-            Contacts::Star | Contacts::Query => None,
+            Contacts::Cisco(c) => c.param(DEVICE_NAME_PARAM).flatten(),
+            Contacts::Star | Contacts::Query | Contacts::Aor(_) => None,
         };
         match named {
             Some(name) => {
@@ -400,6 +482,7 @@ impl Registrar {
     fn admit(
         &self,
         admission: Admission,
+        token_user: Option<Arc<str>>,
         req: &Request,
         peer: &Peer,
         device: DeviceId,
@@ -420,15 +503,23 @@ impl Registrar {
                     Err(Outcome::new(reply, "tls_authentication_failure").device(device))
                 }
             }
-            Admission::Bearer => self.bearer(req, peer, device).map(Some),
+            Admission::Bearer => {
+                let user = match token_user {
+                    Some(user) => user,
+                    None => self.authenticate(req)?,
+                };
+                self.authorize(user, peer, device).map(Some)
+            }
         }
     }
 
-    fn bearer(&self, req: &Request, peer: &Peer, device: DeviceId) -> Result<Arc<str>, Outcome> {
+    /// The user of the request's valid bearer token, else the 407 challenge. It knows nothing
+    /// of the device, so its answer cannot depend on one.
+    fn authenticate(&self, req: &Request) -> Result<Arc<str>, Outcome> {
         let challenge = |reason: &'static str| {
             let reply = Reply::new(407, "Proxy Authentication Required")
                 .header("Proxy-Authenticate", &*self.challenge);
-            Outcome::new(reply, reason).device(device)
+            Outcome::new(reply, reason)
         };
         let Some(header) = req.credential_header() else {
             return Err(challenge("challenge"));
@@ -440,27 +531,36 @@ impl Registrar {
         };
         // No UCM text exists for a bad or expired token: re-challenge, and the client
         // refreshes its token (spec §4).
-        let identity = self
-            .auth
+        self.auth
             .authenticate(&token, unix_now())
-            .map_err(|e: AuthError| challenge(e.reason()).refused_credential())?;
+            .map(|identity| identity.user)
+            .map_err(|e: AuthError| challenge(e.reason()).refused_credential())
+    }
+
+    /// Whether the token's user may register the device.
+    fn authorize(
+        &self,
+        user: Arc<str>,
+        peer: &Peer,
+        device: DeviceId,
+    ) -> Result<Arc<str>, Outcome> {
         let forbidden = |reason: &'static str, text: &'static str| {
             let reply = Reply::new(403, "Forbidden").header("Warning", self.warning(peer, text));
             Outcome::new(reply, reason)
                 .device(device)
                 .refused_credential()
         };
-        let user = self
+        let known = self
             .cluster
-            .user(&identity.user)
+            .user(&user)
             .ok_or_else(|| forbidden("unknown_user", "Token user is not the device owner"))?;
-        if *self.cluster.device(device).owner != *identity.user {
+        if *self.cluster.device(device).owner != *user {
             return Err(forbidden("not_owner", "Token user is not the device owner"));
         }
-        if !user.active {
+        if !known.active {
             return Err(forbidden("inactive_user", "User is not active"));
         }
-        Ok(identity.user)
+        Ok(user)
     }
 
     fn store_error(&self, e: StoreError, peer: &Peer, device: DeviceId) -> Outcome {
@@ -481,8 +581,36 @@ impl Registrar {
                 Reply::new(503, "Service Unavailable").header("Retry-After", "60"),
                 "store_full",
             ),
+            // A policy refusal, not an outage: a 503 would send an RFC 3263 client to another
+            // server and ask it to come back, while only removing a binding (or letting one
+            // expire) makes room (README, "Which registration rules apply to which client").
+            StoreError::TooManyBindings { .. } => (
+                Reply::new(403, "Forbidden").header(
+                    "Warning",
+                    self.warning(peer, "Too many bindings for this address-of-record"),
+                ),
+                "too_many_bindings",
+            ),
+            StoreError::DuplicateContact => (
+                Reply::new(400, "Bad Request")
+                    .header("Warning", self.warning(peer, "Duplicate Contact")),
+                "bad_request",
+            ),
         };
         Outcome::new(reply, reason).device(device)
+    }
+
+    fn contact_error(&self, peer: &Peer, e: ContactError) -> Outcome {
+        match e {
+            ContactError::Malformed(reason) => self.bad_request(peer, reason),
+            ContactError::UnsupportedScheme => {
+                let reply = Reply::new(416, "Unsupported URI Scheme").header(
+                    "Warning",
+                    self.warning(peer, "Contact URI scheme is not sip or sips"),
+                );
+                Outcome::new(reply, "unsupported_uri_scheme")
+            }
+        }
     }
 
     fn bad_request(&self, peer: &Peer, reason: &'static str) -> Outcome {
@@ -500,25 +628,91 @@ enum Contacts<'a> {
     /// No Contact: a query for the current bindings (RFC 3261 §10.2.3).
     Query,
     Star,
-    One(NameAddr<'a>),
+    /// A Cisco client naming its device: UCM's one-binding-per-device rules.
+    Cisco(NameAddr<'a>),
+    /// Any other client: RFC 3261 §10.3, a binding per Contact.
+    Aor(Vec<NameAddr<'a>>),
 }
 
-fn parse_contacts(req: &Request) -> Result<Contacts<'_>, &'static str> {
-    let mut found = None;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContactError {
+    Malformed(&'static str),
+    /// A Contact URI of another scheme than sip/sips (RFC 3261 §8.2.2.1: 416).
+    UnsupportedScheme,
+}
+
+fn parse_contacts(req: &Request) -> Result<Contacts<'_>, ContactError> {
+    use ContactError::Malformed;
+    let mut star = false;
+    let mut entries: Vec<NameAddr<'_>> = Vec::new();
     for value in &req.contacts {
-        let list = grammar::parse_contact_list(value).map_err(|_| "Malformed Contact header")?;
-        let next = match list {
-            ContactList::Star => Contacts::Star,
-            ContactList::Entries(mut entries) => match (entries.pop(), entries.is_empty()) {
-                (Some(entry), true) => Contacts::One(entry),
-                _ => return Err("One Contact per REGISTER is supported"),
-            },
-        };
-        if found.replace(next).is_some() {
-            return Err("One Contact per REGISTER is supported");
+        match grammar::parse_contact_list(value)
+            .map_err(|_| Malformed("Malformed Contact header"))?
+        {
+            ContactList::Star => star = true,
+            ContactList::Entries(list) if entries.is_empty() => entries = list,
+            ContactList::Entries(list) => entries.extend(list),
         }
     }
-    Ok(found.unwrap_or(Contacts::Query))
+    if star {
+        // RFC 3261 §10.2.2: `*` stands alone.
+        return if entries.is_empty() && req.contacts.len() == 1 {
+            Ok(Contacts::Star)
+        } else {
+            Err(Malformed("Contact: * must be the only Contact"))
+        };
+    }
+    // The scheme only: a full parse allocates, and the Cisco path never needed it. The
+    // RFC 3261 path parses its URIs in full (`register_aor`).
+    for e in &entries {
+        let scheme = e.uri.split_once(':').map(|(scheme, _)| scheme.trim());
+        match scheme {
+            Some(s) if s.eq_ignore_ascii_case("sip") || s.eq_ignore_ascii_case("sips") => {}
+            Some(_) => return Err(ContactError::UnsupportedScheme),
+            None => return Err(Malformed("Malformed Contact URI")),
+        }
+    }
+    if entries.iter().any(|e| e.params.has(DEVICE_NAME_PARAM)) {
+        return match (entries.pop(), entries.is_empty()) {
+            (Some(entry), true) => Ok(Contacts::Cisco(entry)),
+            _ => Err(Malformed("One Contact per REGISTER is supported")),
+        };
+    }
+    Ok(if entries.is_empty() {
+        Contacts::Query
+    } else {
+        Contacts::Aor(entries)
+    })
+}
+
+/// An RFC 3261 §25.1 `qvalue` (`0` to `1`, at most three decimals), in thousandths.
+fn parse_qvalue(text: &str) -> Option<u16> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'));
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// Thousandths back to a `qvalue`, without trailing zeros (`500` -> `0.5`).
+fn format_qvalue(q: u16) -> String {
+    if q >= 1000 {
+        return "1".into();
+    }
+    let digits = format!("{q:03}");
+    match digits.trim_end_matches('0') {
+        "" => "0".into(),
+        d => format!("0.{d}"),
+    }
 }
 
 /// The Contact's `expires` parameter, else the Expires header, else the default.
@@ -636,6 +830,29 @@ mod tests {
             "a new second: the held-back count is told"
         );
         assert_eq!(budget.take(101), Some(0));
+    }
+
+    #[test]
+    fn qvalues_follow_the_rfc_3261_grammar() {
+        let good = [
+            ("0", 0, "0"),
+            ("0.", 0, "0"),
+            ("0.5", 500, "0.5"),
+            ("0.500", 500, "0.5"),
+            ("0.05", 50, "0.05"),
+            ("0.001", 1, "0.001"),
+            ("1", 1000, "1"),
+            ("1.000", 1000, "1"),
+        ];
+        for (text, q, back) in good {
+            assert_eq!(parse_qvalue(text), Some(q), "{text}");
+            assert_eq!(format_qvalue(q), back, "{text}");
+        }
+        for bad in [
+            "", "1.001", "1.5", "2", "0.1234", ".5", "-0", "0.5x", "00.5", "+1", "0.\u{e9}",
+        ] {
+            assert_eq!(parse_qvalue(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

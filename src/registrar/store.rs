@@ -1,22 +1,30 @@
-//! Registrations: at most one binding per configured device (UCM registers a device once),
-//! an expiry index, and the set of devices seen since start (for `;x-cisco-newreg`).
+//! Registrations: per configured device, the binding of the Cisco client that names the device
+//! (UCM registers a device once) and the bindings of non-Cisco clients registering its line's
+//! address-of-record under RFC 3261 §10.3 (one per Contact); an expiry index; and the set of
+//! devices seen since start (for `;x-cisco-newreg`).
 //!
 //! Slots are a `Vec` indexed by [`DeviceId`], sized from the configuration at start, so a
-//! lookup is an index, not a hash. The store is behind one `std::sync::Mutex`: every operation
-//! is a few hundred nanoseconds of in-memory work and never awaits, so an async mutex would
-//! only add cost (the same reasoning as mini-redis' `Db`).
+//! lookup is an index, not a hash. A slot is a `SmallVec` with room for one binding inline: a
+//! Cisco device's binding costs no allocation; an AOR's further bindings move to the heap. The
+//! expiry index holds each slot's earliest expiry, so there is one index entry per registered
+//! device and none per binding; a slot is at most `max_bindings_per_aor + 1` bindings, so
+//! sweeping it on expiry is a short scan. The store is behind one `std::sync::Mutex`: every
+//! operation is a few hundred nanoseconds of in-memory work and never awaits, so an async
+//! mutex would only add cost (the same reasoning as mini-redis' `Db`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::cluster::{DeviceId, NodeId};
 use crate::net::{ListenerKind, Transport};
+use crate::sip::grammar;
 
-/// One registered device: where it is and which client holds it.
+/// One binding: where a client is and which client it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
     /// The Contact URI (inside `<>`), e.g. `sip:<uuid>@10.10.10.10:62162;transport=tls`.
@@ -30,6 +38,11 @@ pub struct Binding {
     /// The request that last set this binding was answered with `;x-cisco-newreg`; a
     /// retransmission of it is answered the same way.
     pub newreg: bool,
+    /// Made by a Cisco client naming the device (`+u.sip!devicename.ccm.cisco.com`): the
+    /// device's one binding, under UCM's rules. Otherwise an RFC 3261 binding of the AOR.
+    pub device_named: bool,
+    /// The Contact's `q`, in thousandths (RFC 3261 §20.10), returned as given.
+    pub q: Option<u16>,
     pub expires_at: Instant,
     /// Unix seconds, for listings.
     pub registered_at: u64,
@@ -41,7 +54,7 @@ pub struct Binding {
     pub user: Option<Arc<str>>,
 }
 
-/// What a REGISTER asks the store to do.
+/// What a Cisco client's REGISTER asks the store to do.
 #[derive(Debug)]
 pub struct Update {
     pub binding: Binding,
@@ -50,6 +63,25 @@ pub struct Update {
     pub force: bool,
     /// A `Contact: *` removal: it carries no instance, so its Call-ID identifies the client.
     pub wildcard: bool,
+}
+
+/// What a non-Cisco client's REGISTER asks of the AOR's bindings (RFC 3261 §10.3 steps 6-7).
+#[derive(Debug)]
+pub enum AorUpdate {
+    /// One binding per Contact; one whose `expires_at` is not after `now` is a removal. All are
+    /// applied or none.
+    Contacts(Vec<Binding>),
+    /// `Contact: *` with `Expires: 0`: the request's Call-ID, CSeq and branch, in a binding.
+    RemoveAll(Binding),
+}
+
+/// A current binding, as the 200 lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub contact_uri: Box<str>,
+    /// Whole seconds left.
+    pub expires_in: u64,
+    pub q: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +106,23 @@ pub enum StoreError {
     OutOfOrder { current: u32, got: u32 },
     #[error("the registrar holds its maximum of {limit} bindings")]
     Full { limit: usize },
+    /// The AOR would hold more than `max_bindings_per_aor` bindings of non-Cisco clients.
+    #[error("the address-of-record holds its maximum of {limit} bindings")]
+    TooManyBindings { limit: usize },
+    /// Two Contacts of one REGISTER name the same binding.
+    #[error("two Contacts name the same binding")]
+    DuplicateContact,
 }
+
+/// A device's bindings: at most one `device_named`, the rest the AOR's.
+type Slot = SmallVec<[Binding; 1]>;
+
+/// Bytes a device's slot takes whether registered or not (preallocated at start), for the
+/// memory report.
+pub const SLOT_BYTES: usize = size_of::<Slot>();
+
+/// Bindings per AOR when the configuration does not say (`limits.max_bindings_per_aor`).
+pub const DEFAULT_MAX_BINDINGS_PER_AOR: usize = 10;
 
 /// Shared handle; cloning is cheap.
 #[derive(Debug, Clone)]
@@ -88,24 +136,31 @@ struct Shared {
     /// Wakes the purge task when an earlier expiry is scheduled.
     expiry_changed: Notify,
     max_bindings: usize,
+    max_bindings_per_aor: usize,
 }
 
 #[derive(Debug)]
 struct State {
-    slots: Vec<Option<Binding>>,
-    /// What a client removed, so a delayed older REGISTER cannot bring the binding back.
+    slots: Vec<Slot>,
+    /// What a client removed last, so a delayed older REGISTER on its Call-ID cannot bring a
+    /// binding back.
     removed: Vec<Option<Tombstone>>,
     seen: Vec<bool>,
+    /// Each non-empty slot's earliest expiry.
     expirations: BTreeSet<(Instant, DeviceId)>,
     count: usize,
 }
 
 impl Store {
     pub fn new(devices: usize, max_bindings: usize) -> Self {
+        Self::with_limits(devices, max_bindings, DEFAULT_MAX_BINDINGS_PER_AOR)
+    }
+
+    pub fn with_limits(devices: usize, max_bindings: usize, max_bindings_per_aor: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    slots: vec![None; devices],
+                    slots: vec![Slot::new(); devices],
                     removed: vec![None; devices],
                     seen: vec![false; devices],
                     expirations: BTreeSet::new(),
@@ -113,11 +168,13 @@ impl Store {
                 }),
                 expiry_changed: Notify::new(),
                 max_bindings,
+                max_bindings_per_aor,
             }),
         }
     }
 
-    /// Adds or refreshes the device's binding, applying the duplicate-client and CSeq rules.
+    /// Adds or refreshes the device's Cisco binding, applying the duplicate-client and CSeq
+    /// rules.
     pub fn register(
         &self,
         device: DeviceId,
@@ -126,31 +183,27 @@ impl Store {
     ) -> Result<Registered, StoreError> {
         let mut state = self.lock();
         let idx = device.0 as usize;
-        let outcome = match state.live(idx, now) {
+        let before = state.prune(idx, now);
+        let pos = state.slots[idx].iter().position(|b| b.device_named);
+        let outcome = match pos.map(|p| &state.slots[idx][p]) {
             Some(cur) => match relate(cur, &update)? {
                 Relation::SameClient => Registered::Refreshed,
                 Relation::Retransmission => {
-                    return Ok(Registered::Retransmission { newreg: cur.newreg });
+                    let newreg = cur.newreg;
+                    state.reindex(device, before);
+                    return Ok(Registered::Retransmission { newreg });
                 }
                 Relation::TakenOver => Registered::New {
                     first_since_start: false,
                 },
             },
             None => {
-                if let Some(t) = &state.removed[idx] {
-                    let new = &update.binding;
-                    if now < t.until
-                        && t.call_id == call_id_hash(&new.call_id)
-                        && new.cseq <= t.cseq
-                    {
-                        return Err(StoreError::OutOfOrder {
-                            current: t.cseq,
-                            got: new.cseq,
-                        });
-                    }
+                if let Err(e) = state.check_tombstone(idx, &update.binding, now) {
+                    state.reindex(device, before);
+                    return Err(e);
                 }
-                // An expired binding the purge task has not reached yet is replaced, not added.
-                if state.slots[idx].is_none() && state.count >= self.shared.max_bindings {
+                if state.count >= self.shared.max_bindings {
+                    state.reindex(device, before);
                     return Err(StoreError::Full {
                         limit: self.shared.max_bindings,
                     });
@@ -161,24 +214,30 @@ impl Store {
             }
         };
         let mut binding = update.binding;
+        binding.device_named = true;
         binding.newreg = outcome
             == (Registered::New {
                 first_since_start: true,
             });
-        let expires_at = binding.expires_at;
-        let earliest = state.expirations.first().map(|e| e.0);
-        state.removed[idx] = None;
-        state.put(idx, device, binding);
+        state.clear_tombstone(idx, call_id_hash(&binding.call_id));
+        match pos {
+            Some(p) => state.slots[idx][p] = binding,
+            None => {
+                state.slots[idx].push(binding);
+                state.count += 1;
+            }
+        }
         state.seen[idx] = true;
+        let notify = state.reindex(device, before);
         drop(state);
-        if earliest.is_none_or(|e| expires_at < e) {
+        if notify {
             self.shared.expiry_changed.notify_one();
         }
         Ok(outcome)
     }
 
-    /// Removes the device's binding (`Expires: 0` or `Contact: *`). Another client's live
-    /// binding is left alone unless forced.
+    /// Removes the device's Cisco binding (`Expires: 0`). Another client's live binding is
+    /// left alone unless forced.
     pub fn unregister(
         &self,
         device: DeviceId,
@@ -187,31 +246,176 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
         let idx = device.0 as usize;
-        let tombstone = match state.live(idx, now) {
-            None => return Ok(false),
-            Some(cur) => {
-                relate(cur, update)?;
-                Tombstone {
-                    call_id: call_id_hash(&update.binding.call_id),
-                    cseq: update.binding.cseq,
-                    until: cur.expires_at,
-                }
-            }
+        let before = state.prune(idx, now);
+        let Some(pos) = state.slots[idx].iter().position(|b| b.device_named) else {
+            state.reindex(device, before);
+            return Ok(false);
         };
-        state.remove(idx, device);
-        state.removed[idx] = Some(tombstone);
+        if let Err(e) = relate(&state.slots[idx][pos], update) {
+            state.reindex(device, before);
+            return Err(e);
+        }
+        let old = state.slots[idx].remove(pos);
+        state.count -= 1;
+        state.removed[idx] = Some(Tombstone {
+            call_id: call_id_hash(&update.binding.call_id),
+            cseq: update.binding.cseq,
+            until: old.expires_at,
+        });
+        state.reindex(device, before);
         Ok(true)
     }
 
-    pub fn lookup(&self, device: DeviceId, now: Instant) -> Option<Binding> {
-        self.lock().live(device.0 as usize, now).cloned()
+    /// Applies a non-Cisco client's REGISTER to the AOR's bindings (RFC 3261 §10.3 steps 6-7)
+    /// and returns every current binding of the device, the Cisco one included. Nothing
+    /// changes unless every Contact's update succeeds.
+    pub fn update_aor(
+        &self,
+        device: DeviceId,
+        update: AorUpdate,
+        now: Instant,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let mut state = self.lock();
+        let idx = device.0 as usize;
+        let before = state.prune(idx, now);
+        let result = match update {
+            AorUpdate::Contacts(bindings) => self.bind(&mut state, idx, bindings, now),
+            AorUpdate::RemoveAll(request) => remove_all(&mut state, idx, &request, now),
+        };
+        let notify = state.reindex(device, before);
+        let listed = result.map(|()| listing(&state.slots[idx], now));
+        drop(state);
+        if notify {
+            self.shared.expiry_changed.notify_one();
+        }
+        listed
     }
 
-    /// Whether the device's live binding was made on this Call-ID.
+    fn bind(
+        &self,
+        state: &mut State,
+        idx: usize,
+        bindings: Vec<Binding>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        #[derive(Clone, Copy)]
+        enum Action {
+            Keep,
+            Replace(usize),
+            Remove(usize),
+            Add,
+        }
+        // First pass: decide every Contact's fate without touching the slot.
+        let slot = &state.slots[idx];
+        let mut actions: SmallVec<[Action; 4]> = SmallVec::with_capacity(bindings.len());
+        let (mut added, mut removed) = (0usize, 0usize);
+        for (i, new) in bindings.iter().enumerate() {
+            if bindings[..i].iter().any(|b| same_binding(b, new)) {
+                return Err(StoreError::DuplicateContact);
+            }
+            let removing = new.expires_at <= now;
+            let found = slot
+                .iter()
+                .position(|b| !b.device_named && same_binding(b, new));
+            let action = match found {
+                Some(p) => {
+                    let cur = &slot[p];
+                    if cur.call_id == new.call_id && new.cseq <= cur.cseq {
+                        if new.cseq == cur.cseq && new.branch == cur.branch {
+                            Action::Keep
+                        } else {
+                            return Err(StoreError::OutOfOrder {
+                                current: cur.cseq,
+                                got: new.cseq,
+                            });
+                        }
+                    } else if removing {
+                        removed += 1;
+                        Action::Remove(p)
+                    } else {
+                        Action::Replace(p)
+                    }
+                }
+                // Removing what is not there is done (a retransmitted removal included).
+                None if removing => Action::Keep,
+                None => {
+                    state.check_tombstone(idx, new, now)?;
+                    added += 1;
+                    Action::Add
+                }
+            };
+            actions.push(action);
+        }
+        if added > removed {
+            let aor = slot.iter().filter(|b| !b.device_named).count();
+            let limit = self.shared.max_bindings_per_aor;
+            if aor + added - removed > limit {
+                return Err(StoreError::TooManyBindings { limit });
+            }
+            let limit = self.shared.max_bindings;
+            if state.count + added - removed > limit {
+                return Err(StoreError::Full { limit });
+            }
+        }
+        // Second pass: apply. A removed binding is marked expired and pruned with the rest.
+        let call_id = bindings.first().map(|b| call_id_hash(&b.call_id));
+        let mut until: Option<Instant> = None;
+        let mut cseq = 0;
+        for (mut new, action) in bindings.into_iter().zip(actions) {
+            new.device_named = false;
+            new.newreg = false;
+            cseq = new.cseq;
+            let slot = &mut state.slots[idx];
+            match action {
+                Action::Keep => {}
+                Action::Replace(p) => slot[p] = new,
+                Action::Remove(p) => {
+                    let at = slot[p].expires_at;
+                    until = Some(until.map_or(at, |u| u.max(at)));
+                    slot[p].expires_at = now;
+                }
+                Action::Add => {
+                    slot.push(new);
+                    state.count += 1;
+                }
+            }
+        }
+        state.prune(idx, now);
+        if let Some(call_id) = call_id {
+            state.clear_tombstone(idx, call_id);
+            if let Some(until) = until {
+                let t = Tombstone {
+                    call_id,
+                    cseq,
+                    until,
+                };
+                state.remember_removal(idx, t, now, false);
+            }
+        }
+        // `seen` is left alone: `;x-cisco-newreg` is about the device's Cisco client.
+        Ok(())
+    }
+
+    /// The device's Cisco binding if it has one, else its first AOR binding.
+    pub fn lookup(&self, device: DeviceId, now: Instant) -> Option<Binding> {
+        let state = self.lock();
+        let mut live = state.slots[device.0 as usize]
+            .iter()
+            .filter(|b| b.expires_at > now);
+        let first = live.clone().next();
+        live.find(|b| b.device_named).or(first).cloned()
+    }
+
+    /// Every current binding of the device, the Cisco one first.
+    pub fn bindings(&self, device: DeviceId, now: Instant) -> Vec<Listed> {
+        listing(&self.lock().slots[device.0 as usize], now)
+    }
+
+    /// Whether one of the device's live bindings was made on this Call-ID.
     pub fn holds_call_id(&self, device: DeviceId, call_id: &str, now: Instant) -> bool {
-        self.lock()
-            .live(device.0 as usize, now)
-            .is_some_and(|b| *b.call_id == *call_id)
+        self.lock().slots[device.0 as usize]
+            .iter()
+            .any(|b| b.expires_at > now && *b.call_id == *call_id)
     }
 
     /// Live bindings in device order.
@@ -221,9 +425,10 @@ impl Store {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| match s {
-                Some(b) if b.expires_at > now => Some((DeviceId(i as u32), b.clone())),
-                _ => None,
+            .flat_map(|(i, s)| {
+                s.iter()
+                    .filter(move |b| b.expires_at > now)
+                    .map(move |b| (DeviceId(i as u32), b.clone()))
             })
             .collect()
     }
@@ -236,6 +441,47 @@ impl Store {
         self.len() == 0
     }
 
+    /// Moves every device's bindings, tombstone and seen flag to the id `map` gives it in a
+    /// store of `new_len` devices (a configuration reload names devices by name, and their
+    /// ids may change); a device `map` has no id for (removed from the configuration) loses
+    /// its bindings. If two devices map to one id, the first keeps it. `map` runs under the
+    /// store's lock: it must be a lookup, not touch the store.
+    pub fn rekey(&self, new_len: usize, map: impl Fn(DeviceId) -> Option<DeviceId>) {
+        let mut state = self.lock();
+        let old_slots = std::mem::take(&mut state.slots);
+        let old_removed = std::mem::take(&mut state.removed);
+        let old_seen = std::mem::take(&mut state.seen);
+        let mut slots = vec![Slot::new(); new_len];
+        let mut removed = vec![None; new_len];
+        let mut seen = vec![false; new_len];
+        let mut taken = vec![false; new_len];
+        let mut count = 0;
+        for (i, slot) in old_slots.into_iter().enumerate() {
+            let Some(to) = map(DeviceId(i as u32))
+                .map(|d| d.0 as usize)
+                .filter(|&d| d < new_len && !taken[d])
+            else {
+                continue;
+            };
+            taken[to] = true;
+            count += slot.len();
+            slots[to] = slot;
+            removed[to] = old_removed[i];
+            seen[to] = old_seen[i];
+        }
+        state.expirations = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| earliest(s).map(|at| (at, DeviceId(i as u32))))
+            .collect();
+        state.slots = slots;
+        state.removed = removed;
+        state.seen = seen;
+        state.count = count;
+        drop(state);
+        self.shared.expiry_changed.notify_one();
+    }
+
     /// Removes expired bindings; returns the next expiry, if any.
     pub fn purge_expired(&self, now: Instant) -> Option<Instant> {
         let mut state = self.lock();
@@ -243,7 +489,8 @@ impl Store {
             if at > now {
                 return Some(at);
             }
-            state.remove(device.0 as usize, device);
+            let before = state.prune(device.0 as usize, now);
+            state.reindex(device, before);
         }
         None
     }
@@ -277,31 +524,191 @@ impl Store {
 }
 
 impl State {
-    fn live(&self, idx: usize, now: Instant) -> Option<&Binding> {
-        self.slots[idx].as_ref().filter(|b| b.expires_at > now)
+    /// Drops the slot's expired bindings; returns the slot's earliest expiry as indexed
+    /// before, for [`Self::reindex`].
+    fn prune(&mut self, idx: usize, now: Instant) -> Option<Instant> {
+        let slot = &mut self.slots[idx];
+        let before = earliest(slot);
+        let len = slot.len();
+        slot.retain(|b| b.expires_at > now);
+        self.count -= len - slot.len();
+        before
     }
 
-    fn put(&mut self, idx: usize, device: DeviceId, binding: Binding) {
-        let at = binding.expires_at;
-        match self.slots[idx].replace(binding) {
-            Some(old) => {
-                self.expirations.remove(&(old.expires_at, device));
-            }
-            None => self.count += 1,
+    /// Puts the slot's earliest expiry in the index in place of `before`; true when the
+    /// index's first entry moved earlier (the purge task must wake).
+    fn reindex(&mut self, device: DeviceId, before: Option<Instant>) -> bool {
+        let after = earliest(&self.slots[device.0 as usize]);
+        if before == after {
+            return false;
         }
+        if let Some(at) = before {
+            self.expirations.remove(&(at, device));
+        }
+        let Some(at) = after else { return false };
+        let first = self.expirations.first().map(|e| e.0);
         self.expirations.insert((at, device));
+        first.is_none_or(|f| at < f)
     }
 
-    fn remove(&mut self, idx: usize, device: DeviceId) {
-        if let Some(old) = self.slots[idx].take() {
-            self.expirations.remove(&(old.expires_at, device));
-            self.count -= 1;
+    /// RFC 3261 §10.3 step 7 for a binding that is gone: a request on the Call-ID of the
+    /// last removal must be newer than it.
+    fn check_tombstone(&self, idx: usize, new: &Binding, now: Instant) -> Result<(), StoreError> {
+        match &self.removed[idx] {
+            Some(t)
+                if now < t.until
+                    && t.call_id == call_id_hash(&new.call_id)
+                    && new.cseq <= t.cseq =>
+            {
+                Err(StoreError::OutOfOrder {
+                    current: t.cseq,
+                    got: new.cseq,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps `t` as the device's last removal. A slot has room for one: the Cisco client's
+    /// removal takes it (`cisco`), but an AOR client's does not push out another client's that
+    /// still matters. An AOR binding's delayed REGISTER is then not caught; RFC 3261 asks for
+    /// no memory of removed bindings, and UCM's one-client rule is the one this guards.
+    fn remember_removal(&mut self, idx: usize, t: Tombstone, now: Instant, cisco: bool) {
+        let keep = !cisco
+            && self.removed[idx].is_some_and(|old| old.call_id != t.call_id && now < old.until);
+        if !keep {
+            self.removed[idx] = Some(t);
+        }
+    }
+
+    /// A newer request on the removal's Call-ID has registered: the tombstone has done its job.
+    /// Another client's request leaves it.
+    fn clear_tombstone(&mut self, idx: usize, call_id: u64) {
+        if self.removed[idx].is_some_and(|t| t.call_id == call_id) {
+            self.removed[idx] = None;
         }
     }
 }
 
-/// A client's removal of its binding: Call-ID (hashed), CSeq, and until when it matters
-/// (the removed binding's own expiry: after it, an old REGISTER is as good as a new one).
+fn earliest(slot: &Slot) -> Option<Instant> {
+    slot.iter().map(|b| b.expires_at).min()
+}
+
+fn listing(slot: &Slot, now: Instant) -> Vec<Listed> {
+    let mut out: Vec<Listed> = slot
+        .iter()
+        .filter(|b| b.expires_at > now)
+        .map(|b| Listed {
+            contact_uri: b.contact_uri.clone(),
+            expires_in: b.expires_at.saturating_duration_since(now).as_secs(),
+            q: b.q,
+        })
+        .collect();
+    // The Cisco binding first, then the AOR's in the order they were added.
+    if let Some(p) = slot
+        .iter()
+        .filter(|b| b.expires_at > now)
+        .position(|b| b.device_named)
+    {
+        out[..=p].rotate_right(1);
+    }
+    out
+}
+
+/// `Contact: *`: removes every AOR binding (RFC 3261 §10.3 step 6: one on the request's
+/// Call-ID only if the request is newer), and the Cisco binding if it is this client's
+/// (same Call-ID); another Cisco client's binding is not this client's to remove.
+fn remove_all(
+    state: &mut State,
+    idx: usize,
+    request: &Binding,
+    now: Instant,
+) -> Result<(), StoreError> {
+    let wildcard = Update {
+        binding: request.clone(),
+        force: false,
+        wildcard: true,
+    };
+    let mut remove: SmallVec<[bool; 4]> = SmallVec::with_capacity(state.slots[idx].len());
+    for b in &state.slots[idx] {
+        remove.push(if b.device_named {
+            match relate(b, &wildcard) {
+                Ok(Relation::SameClient | Relation::TakenOver) => true,
+                Ok(Relation::Retransmission) | Err(StoreError::ActiveForAnotherClient) => false,
+                Err(e) => return Err(e),
+            }
+        } else {
+            if b.call_id == request.call_id && request.cseq <= b.cseq {
+                return Err(StoreError::OutOfOrder {
+                    current: b.cseq,
+                    got: request.cseq,
+                });
+            }
+            true
+        });
+    }
+    let mut until: Option<Instant> = None;
+    let mut cisco = false;
+    for (b, _) in state.slots[idx].iter_mut().zip(remove).filter(|(_, r)| *r) {
+        until = Some(until.map_or(b.expires_at, |u| u.max(b.expires_at)));
+        cisco |= b.device_named;
+        b.expires_at = now;
+    }
+    let Some(until) = until else { return Ok(()) };
+    state.prune(idx, now);
+    let t = Tombstone {
+        call_id: call_id_hash(&request.call_id),
+        cseq: request.cseq,
+        until,
+    };
+    state.remember_removal(idx, t, now, cisco);
+    Ok(())
+}
+
+/// Whether two AOR bindings are one: the same `+sip.instance` when both have one (a client
+/// that moved keeps it), else equal Contact URIs.
+fn same_binding(a: &Binding, b: &Binding) -> bool {
+    match (&a.instance, &b.instance) {
+        (Some(x), Some(y)) => x == y,
+        _ => uri_eq(&a.contact_uri, &b.contact_uri),
+    }
+}
+
+/// SIP URI equality, RFC 3261 §19.1.4: scheme and host case-insensitive, user case-sensitive,
+/// the port only equal to itself (an absent port is not 5060), and the `user`, `ttl`,
+/// `method`, `maddr` and `transport` parameters equal when either URI has them; other
+/// parameters only when both have them. `%HH` escapes are compared as written. A URI that
+/// does not parse equals only itself, byte for byte.
+pub fn uri_eq(a: &str, b: &str) -> bool {
+    let (Ok(x), Ok(y)) = (grammar::parse_sip_uri(a), grammar::parse_sip_uri(b)) else {
+        return a == b;
+    };
+    if !x.scheme.eq_ignore_ascii_case(y.scheme)
+        || x.user != y.user
+        || !x.host.eq_ignore_ascii_case(y.host)
+        || x.port != y.port
+    {
+        return false;
+    }
+    const MUST_MATCH: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
+    let value_eq = |u: Option<&str>, v: Option<&str>| match (u, v) {
+        (Some(u), Some(v)) => u.eq_ignore_ascii_case(v),
+        (u, v) => u == v,
+    };
+    for (name, value) in x.params.iter() {
+        match y.params.get(name) {
+            Some(other) if !value_eq(value, other) => return false,
+            None if MUST_MATCH.iter().any(|m| m.eq_ignore_ascii_case(name)) => return false,
+            _ => {}
+        }
+    }
+    y.params.iter().all(|(name, _)| {
+        x.params.has(name) || !MUST_MATCH.iter().any(|m| m.eq_ignore_ascii_case(name))
+    })
+}
+
+/// A client's removal of a binding: Call-ID (hashed), CSeq, and until when it matters (the
+/// removed binding's own expiry: after it, an old REGISTER is as good as a new one).
 #[derive(Debug, Clone, Copy)]
 struct Tombstone {
     call_id: u64,
@@ -317,7 +724,7 @@ fn call_id_hash(call_id: &str) -> u64 {
     h.finish()
 }
 
-/// How a request relates to the device's live binding.
+/// How a request relates to the device's live Cisco binding.
 enum Relation {
     SameClient,
     Retransmission,
@@ -369,6 +776,8 @@ mod tests {
             cseq,
             branch: u64::from(cseq),
             newreg: false,
+            device_named: true,
+            q: None,
             expires_at,
             registered_at: 0,
             node: NodeId(0),
@@ -536,6 +945,7 @@ mod tests {
         store.register(D, update(b.clone(), false), now).unwrap();
         let stored = Binding {
             newreg: true,
+            device_named: true,
             ..b.clone()
         };
         assert_eq!(store.list(now), vec![(D, stored)]);
@@ -624,5 +1034,383 @@ mod tests {
                 .register(D, update(binding(Some("i1"), "c1", 15, exp), false), now)
                 .is_ok()
         );
+    }
+
+    fn aor(uri: &str, call_id: &str, cseq: u32, expires_at: Instant) -> Binding {
+        Binding {
+            contact_uri: uri.into(),
+            device_named: false,
+            ..binding(None, call_id, cseq, expires_at)
+        }
+    }
+
+    fn uris(listed: &[Listed]) -> Vec<(&str, u64)> {
+        listed
+            .iter()
+            .map(|l| (&*l.contact_uri, l.expires_in))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aor_bindings_are_added_refreshed_and_removed_one_by_one() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let secs = |s| now + Duration::from_secs(s);
+        let two = AorUpdate::Contacts(vec![
+            aor("sip:a@10.0.0.1:5060", "c1", 1, secs(60)),
+            aor("sip:b@10.0.0.2", "c1", 1, secs(90)),
+        ]);
+        let listed = store.update_aor(D, two, now).unwrap();
+        assert_eq!(
+            uris(&listed),
+            [("sip:a@10.0.0.1:5060", 60), ("sip:b@10.0.0.2", 90)]
+        );
+        assert_eq!(store.len(), 2);
+
+        // Refresh one: an equal URI in another spelling (RFC 3261 §19.1.4).
+        let refresh = AorUpdate::Contacts(vec![aor("SIP:a@10.0.0.1:5060", "c1", 2, secs(120))]);
+        let listed = store.update_aor(D, refresh, now).unwrap();
+        assert_eq!(
+            uris(&listed),
+            [("SIP:a@10.0.0.1:5060", 120), ("sip:b@10.0.0.2", 90)]
+        );
+
+        // Remove the other: the first stays.
+        let off = AorUpdate::Contacts(vec![aor("sip:b@10.0.0.2", "c1", 3, now)]);
+        let listed = store.update_aor(D, off, now).unwrap();
+        assert_eq!(uris(&listed), [("SIP:a@10.0.0.1:5060", 120)]);
+        assert_eq!(store.len(), 1);
+
+        // The removed binding's delayed older REGISTER does not bring it back.
+        let late = AorUpdate::Contacts(vec![aor("sip:b@10.0.0.2", "c1", 2, secs(90))]);
+        assert_eq!(
+            store.update_aor(D, late, now),
+            Err(StoreError::OutOfOrder { current: 3, got: 2 })
+        );
+
+        // A client restarting (new Call-ID, same Contact) replaces its binding.
+        let restart = AorUpdate::Contacts(vec![aor("sip:a@10.0.0.1:5060", "c2", 1, secs(30))]);
+        let listed = store.update_aor(D, restart, now).unwrap();
+        assert_eq!(uris(&listed), [("sip:a@10.0.0.1:5060", 30)]);
+        assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_refuses_the_whole_request_and_counts_removals() {
+        let store = Store::with_limits(3, 100, 2);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        store
+            .update_aor(
+                D,
+                AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]),
+                now,
+            )
+            .unwrap();
+        let two_more = AorUpdate::Contacts(vec![
+            aor("sip:b@h", "c2", 1, exp),
+            aor("sip:c@h", "c2", 1, exp),
+        ]);
+        assert_eq!(
+            store.update_aor(D, two_more, now),
+            Err(StoreError::TooManyBindings { limit: 2 })
+        );
+        assert_eq!(
+            uris(&store.bindings(D, now)),
+            [("sip:a@h", 60)],
+            "nothing applied"
+        );
+        // Removing one while adding two fits.
+        let swap = AorUpdate::Contacts(vec![
+            aor("sip:a@h", "c2", 1, now),
+            aor("sip:b@h", "c2", 1, exp),
+            aor("sip:c@h", "c2", 1, exp),
+        ]);
+        let listed = store.update_aor(D, swap, now).unwrap();
+        assert_eq!(uris(&listed), [("sip:b@h", 60), ("sip:c@h", 60)]);
+        // A Cisco client's binding does not count toward the AOR's cap.
+        store
+            .register(D, update(binding(Some("i1"), "j1", 1, exp), false), now)
+            .unwrap();
+        assert_eq!(store.bindings(D, now).len(), 3);
+        assert_eq!(store.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicate_contacts_and_out_of_order_abort_everything() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        store
+            .update_aor(
+                D,
+                AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 5, exp)]),
+                now,
+            )
+            .unwrap();
+        let dup = AorUpdate::Contacts(vec![
+            aor("sip:x@h", "c1", 6, exp),
+            aor("sip:x@H", "c1", 6, exp),
+        ]);
+        assert_eq!(
+            store.update_aor(D, dup, now),
+            Err(StoreError::DuplicateContact)
+        );
+        let stale = AorUpdate::Contacts(vec![
+            aor("sip:new@h", "c1", 4, exp),
+            aor("sip:a@h", "c1", 4, exp),
+        ]);
+        assert_eq!(
+            store.update_aor(D, stale, now),
+            Err(StoreError::OutOfOrder { current: 5, got: 4 })
+        );
+        assert_eq!(store.len(), 1, "the first Contact was not added");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn star_removes_the_aor_and_only_this_clients_cisco_binding() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        store
+            .register(D, update(binding(Some("i1"), "jabber", 1, exp), false), now)
+            .unwrap();
+        store
+            .update_aor(
+                D,
+                AorUpdate::Contacts(vec![
+                    aor("sip:a@h", "c1", 1, exp),
+                    aor("sip:b@h", "c2", 1, exp),
+                ]),
+                now,
+            )
+            .unwrap();
+        assert_eq!(store.len(), 3);
+        // On c1 with an older CSeq: refused, nothing removed.
+        let stale = AorUpdate::RemoveAll(aor("", "c1", 1, now));
+        assert_eq!(
+            store.update_aor(D, stale, now),
+            Err(StoreError::OutOfOrder { current: 1, got: 1 })
+        );
+        let star = AorUpdate::RemoveAll(aor("", "c1", 2, now));
+        let listed = store.update_aor(D, star, now).unwrap();
+        assert_eq!(uris(&listed), [("sip:a@127.0.0.1:5000", 60)]);
+        assert!(store.lookup(D, now).unwrap().device_named);
+        // Jabber's own `*` (its Call-ID) removes its binding.
+        let star = AorUpdate::RemoveAll(aor("", "jabber", 2, now));
+        assert!(store.update_aor(D, star, now).unwrap().is_empty());
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aor_bindings_expire_one_by_one() {
+        let store = Store::with_limits(3, 100, 10);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(store.clone().purge_task(cancel.clone()));
+        let now = Instant::now();
+        store
+            .update_aor(
+                D,
+                AorUpdate::Contacts(vec![
+                    aor("sip:a@h", "c1", 1, now + Duration::from_secs(90)),
+                    aor("sip:b@h", "c1", 1, now + Duration::from_secs(30)),
+                ]),
+                now,
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(store.len(), 1);
+        assert_eq!(uris(&store.bindings(D, Instant::now())), [("sip:a@h", 59)]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(store.len(), 0);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rekey_moves_bindings_and_drops_removed_devices() {
+        let store = Store::new(3, 100);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        store
+            .register(
+                DeviceId(0),
+                update(binding(Some("i0"), "c0", 1, exp), false),
+                now,
+            )
+            .unwrap();
+        store
+            .update_aor(
+                DeviceId(1),
+                AorUpdate::Contacts(vec![
+                    aor("sip:a@h", "c1", 1, exp),
+                    aor("sip:b@h", "c1", 1, now + Duration::from_secs(10)),
+                ]),
+                now,
+            )
+            .unwrap();
+        store
+            .register(
+                DeviceId(2),
+                update(binding(Some("i2"), "c2", 1, exp), false),
+                now,
+            )
+            .unwrap();
+        assert_eq!(store.len(), 4);
+        // Device 0 left the configuration, 1 became 3, 2 became 0, in a store of 4.
+        store.rekey(4, |d| match d.0 {
+            1 => Some(DeviceId(3)),
+            2 => Some(DeviceId(0)),
+            _ => None,
+        });
+        assert_eq!(store.len(), 3);
+        assert_eq!(
+            store.lookup(DeviceId(0), now).unwrap().instance.as_deref(),
+            Some("i2")
+        );
+        assert_eq!(store.bindings(DeviceId(1), now), []);
+        assert_eq!(store.bindings(DeviceId(3), now).len(), 2);
+        // The seen flag moved with the device: no second `;x-cisco-newreg`.
+        let r = store.register(
+            DeviceId(0),
+            update(binding(Some("i2"), "c2", 2, exp), false),
+            now,
+        );
+        assert_eq!(r, Ok(Registered::Refreshed));
+        // The expiry index moved too.
+        assert_eq!(
+            store.purge_expired(now + Duration::from_secs(11)),
+            Some(exp)
+        );
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.purge_expired(exp), None);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn uri_equality_follows_rfc_3261() {
+        let equal = [
+            (
+                "sip:%61lice@atlanta.com;transport=TCP",
+                "sip:%61lice@AtLanTa.CoM;Transport=tcp",
+            ),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+            (
+                "sip:carol@chicago.com;security=on",
+                "sip:carol@chicago.com;newparam=5",
+            ),
+            ("SIPS:a@h:5061", "sips:a@H:5061"),
+        ];
+        for (a, b) in equal {
+            assert!(uri_eq(a, b), "{a} == {b}");
+            assert!(uri_eq(b, a), "{b} == {a}");
+        }
+        let different = [
+            (
+                "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+                "sip:alice@AtLanTa.CoM;Transport=UDP",
+            ),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+            (
+                "sip:carol@chicago.com;security=on",
+                "sip:carol@chicago.com;security=off",
+            ),
+            ("sip:a@h", "sips:a@h"),
+            ("tel:123", "tel:1234"),
+        ];
+        for (a, b) in different {
+            assert!(!uri_eq(a, b), "{a} != {b}");
+            assert!(!uri_eq(b, a), "{b} != {a}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retransmitted_removal_is_answered_again_not_refused() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let add = || AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]);
+        store.update_aor(D, add(), now).unwrap();
+        // A retransmission of the adding request changes nothing.
+        assert_eq!(store.update_aor(D, add(), now).unwrap().len(), 1);
+        let off = || AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 2, now)]);
+        assert_eq!(store.update_aor(D, off(), now), Ok(vec![]));
+        assert_eq!(store.update_aor(D, off(), now), Ok(vec![]));
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aor_bindings_do_not_use_up_the_devices_newreg() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        store
+            .update_aor(
+                D,
+                AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            store.register(D, update(binding(Some("i1"), "j1", 1, exp), false), now),
+            Ok(Registered::New {
+                first_since_start: true
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_aor_removal_does_not_forget_the_cisco_clients_removal() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(120);
+        store
+            .register(
+                D,
+                update(binding(Some("i1"), "jabber", 13, exp), false),
+                now,
+            )
+            .unwrap();
+        let off = Update {
+            binding: binding(Some("i1"), "jabber", 14, now),
+            force: false,
+            wildcard: false,
+        };
+        assert_eq!(store.unregister(D, &off, now), Ok(true));
+        let aor_add = AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]);
+        store.update_aor(D, aor_add, now).unwrap();
+        let aor_off = AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 2, now)]);
+        store.update_aor(D, aor_off, now).unwrap();
+        assert_eq!(
+            store.register(
+                D,
+                update(binding(Some("i1"), "jabber", 13, exp), false),
+                now
+            ),
+            Err(StoreError::OutOfOrder {
+                current: 14,
+                got: 13
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_with_an_instance_keeps_one_binding_when_its_address_changes() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let with_instance = |uri: &str, cseq| Binding {
+            instance: Some("<urn:uuid:1>".into()),
+            ..aor(uri, "c1", cseq, exp)
+        };
+        let first = AorUpdate::Contacts(vec![with_instance("sip:u@10.0.0.1:5060", 1)]);
+        store.update_aor(D, first, now).unwrap();
+        let moved = AorUpdate::Contacts(vec![with_instance("sip:u@192.0.2.7:40000", 2)]);
+        let listed = store.update_aor(D, moved, now).unwrap();
+        assert_eq!(uris(&listed), [("sip:u@192.0.2.7:40000", 60)]);
+        // Without the instance, the old address is another binding.
+        let other = AorUpdate::Contacts(vec![aor("sip:u@10.0.0.1:5060", "c9", 1, exp)]);
+        assert_eq!(store.update_aor(D, other, now).unwrap().len(), 2);
     }
 }

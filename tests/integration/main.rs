@@ -9,6 +9,7 @@ mod harness;
 mod admin;
 mod axl;
 mod binary;
+mod bindings;
 mod errors;
 mod hostile;
 mod jabber;

@@ -22,6 +22,13 @@ type Row<'a> = (
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Expect {
     Challenge,
+    /// On an OAuth port, a device the port does not fit: the 407 like any other without a
+    /// token (nothing about the device is told before one), then with its owner's token the
+    /// port rule's 403.
+    ChallengeThenForbidden {
+        owner: &'static str,
+        text: &'static str,
+    },
     Ok,
     Forbidden(&'static str),
 }
@@ -55,6 +62,7 @@ fn check(r: &Response, expect: Expect, node: &str, row: &str) {
             );
         }
         Expect::Ok => assert_eq!(r.status, 200, "{row}: {}", r.raw),
+        Expect::ChallengeThenForbidden { .. } => check(r, Expect::Challenge, node, row),
         Expect::Forbidden(text) => {
             assert_eq!(r.status, 403, "{row}: {}", r.raw);
             assert_eq!(
@@ -107,7 +115,10 @@ async fn cluster_oauth_mode_on() {
             OAuth,
             Tls,
             None,
-            Forbidden(PORT_MISMATCH),
+            ChallengeThenForbidden {
+                owner: "bob",
+                text: PORT_MISMATCH,
+            },
         ),
         (
             "SIPlegacy1",
@@ -115,7 +126,10 @@ async fn cluster_oauth_mode_on() {
             MraOAuth,
             Tls,
             Some(&exp_c),
-            Forbidden(PORT_MISMATCH),
+            ChallengeThenForbidden {
+                owner: "bob",
+                text: PORT_MISMATCH,
+            },
         ),
         ("SIPlegacy1", "3001", Sip, Udp, None, Ok),
         ("SIPlegacy1", "3001", Sip, Tcp, None, Ok),
@@ -127,7 +141,10 @@ async fn cluster_oauth_mode_on() {
             OAuth,
             Tls,
             None,
-            Forbidden(PORT_MISMATCH),
+            ChallengeThenForbidden {
+                owner: "bob",
+                text: PORT_MISMATCH,
+            },
         ),
         ("SEP0011223344AA", "2003", SipSecure, Tls, Some(&lsc), Ok),
         (
@@ -163,6 +180,11 @@ async fn cluster_oauth_mode_on() {
             );
             let r = attempt(&s, node, kind, transport, device, dn, cert).await;
             check(&r, expect, &name, &row);
+            if let ChallengeThenForbidden { owner, text } = expect {
+                let reg = Register::jabber(device, dn).bearer(&s.token(owner));
+                let r = attempt_raw(&s, node, kind, transport, &reg, cert).await;
+                check(&r, Forbidden(text), &name, &format!("{row} with a token"));
+            }
             // Leave no binding behind, so rows do not see each other's registrations.
             if r.status == 200 {
                 let mut off = Register::jabber(device, dn);

@@ -281,8 +281,8 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
         let expressway = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(c.expressway.clone()));
         match sip_oauth_registrar::tls::TlsConfigs::load(&settings, &state, expressway) {
             Ok(_) => println!("TLS certificates, keys and trust stores ok"),
-            // `{:#}` keeps the causes (the file, then the parser's or the OS's reason).
-            Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),
+            // Its message names the file and the reason.
+            Err(e) => problems.push(e.to_string()),
         }
     }
     let encryption = match encryption_key(&settings, &state) {
@@ -331,7 +331,8 @@ fn check_config(config: Option<&Path>, state: Option<PathBuf>) -> anyhow::Result
                 "{} identity provider(s) ok",
                 settings.identity_providers.len()
             ),
-            Err(e) => problems.push(format!("identity_providers: {:#}", anyhow::Error::from(e))),
+            // Its message already carries the OS's or the parser's reason.
+            Err(e) => problems.push(format!("identity_providers: {e}")),
         }
     }
     if !problems.is_empty() {

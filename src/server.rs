@@ -252,7 +252,7 @@ impl Server {
                 .merge(crate::axl::router(Arc::new(crate::axl::Axl {
                     tokens: token_service.clone(),
                     expressway: expressway.clone(),
-                    sip_oauth_mode: mode_on,
+                    sip_oauth_mode: mode.clone(),
                 }))),
             &settings.limits,
         );

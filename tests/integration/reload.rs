@@ -80,6 +80,37 @@ async fn refused(addr: SocketAddr) -> bool {
     )
 }
 
+/// `ClusterSIPOAuthMode` as Expressway-C reads it: AXL `executeSQLQuery` on 8443.
+async fn axl_mode(s: &TestServer) -> String {
+    use base64::Engine;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("admin:lab")
+    );
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope \
+         xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+         xmlns:ns=\"http://www.cisco.com/AXL/API/12.5\"><soapenv:Header/><soapenv:Body>\
+         <ns:executeSQLQuery><sql>select paramvalue FROM processconfig WHERE paramname = \
+         'ClusterSIPOAuthMode'</sql></ns:executeSQLQuery></soapenv:Body></soapenv:Envelope>";
+    let req = http_request(
+        "POST",
+        "/axl/",
+        &[
+            ("content-type", "text/xml; charset=utf-8"),
+            ("soapaction", "\"CUCM:DB ver=12.5\""),
+            ("authorization", &auth),
+        ],
+        body,
+    );
+    let answer = https(s.web(0), s.lab_ca().cert_pem(), req).await;
+    let text = answer.text();
+    let value = text
+        .split_once("<row><paramvalue>")
+        .and_then(|(_, rest)| rest.split_once("</paramvalue>"))
+        .map(|(v, _)| v.to_owned());
+    value.unwrap_or_else(|| panic!("no paramvalue row: {text}"))
+}
+
 const MODE_QUERY: &str =
     "run sql select paramvalue FROM processconfig WHERE paramname = 'ClusterSIPOAuthMode'";
 
@@ -196,6 +227,7 @@ async fn mode_disable_closes_the_oauth_ports_and_enable_reopens_them_without_res
         admin(&s, MODE_QUERY).await.unwrap(),
         "paramvalue\n=====\n0\n"
     );
+    assert_eq!(axl_mode(&s).await, "0");
     assert_eq!(
         admin(&s, &format!("show open ports regexp :{port}"))
             .await
@@ -242,6 +274,7 @@ async fn mode_disable_closes_the_oauth_ports_and_enable_reopens_them_without_res
         admin(&s, MODE_QUERY).await.unwrap(),
         "paramvalue\n=====\n1\n"
     );
+    assert_eq!(axl_mode(&s).await, "1");
     assert_eq!(
         http_plain(tftp_http, http_request("GET", "/CSFrado.cnf.xml", &[], ""))
             .await

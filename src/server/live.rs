@@ -167,9 +167,28 @@ impl Live {
             .collect()
     }
 
-    /// Reloads the configuration from its source; see the module documentation.
+    /// Reloads the configuration from its source; see the module documentation. The outcome
+    /// is logged too (SIGHUP has no one else to tell).
     pub(super) fn reload_config(&self) -> Result<String, Vec<String>> {
         let _changing = self.lock();
+        let outcome = self.reload_locked();
+        match &outcome {
+            Ok(report) => {
+                for line in report.lines() {
+                    tracing::info!("reload: {line}");
+                }
+            }
+            Err(errors) => {
+                tracing::error!(errors = errors.len(), "configuration reload refused");
+                for e in errors {
+                    tracing::error!("reload: {e}");
+                }
+            }
+        }
+        outcome
+    }
+
+    fn reload_locked(&self) -> Result<String, Vec<String>> {
         let source = self
             .source
             .lock()
@@ -256,7 +275,7 @@ impl Live {
         // New sockets for moved listeners are bound before anything changes: a port in use
         // refuses the reload.
         let mut fresh = Vec::new();
-        if errors.is_empty() {
+        {
             let current = self.streams.all();
             for &(node, service, port) in &moved {
                 let Some((l, _)) = current
@@ -283,10 +302,6 @@ impl Live {
         }
         let (Some(configs), Some(expressway), true) = (configs, expressway, errors.is_empty())
         else {
-            tracing::error!(errors = errors.len(), "configuration reload refused");
-            for e in &errors {
-                tracing::error!("reload: {e}");
-            }
             return Err(errors);
         };
 
@@ -343,13 +358,7 @@ impl Live {
         }
         self.provisioning.publish_ports(self.bound_ports(&cluster));
         *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = new;
-        for line in &report {
-            tracing::info!("{line}");
-        }
-        for p in &problems {
-            tracing::warn!("reload: {p}");
-            report.push(format!("Warning: {p}"));
-        }
+        report.extend(problems.iter().map(|p| format!("Warning: {p}")));
         Ok(report.join("\n") + "\n")
     }
 }

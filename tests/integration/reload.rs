@@ -613,3 +613,44 @@ async fn reload_takes_new_certificates_trust_stores_and_expressway_entries() {
     let r = refresh(&mut c, &mut last, &token).await;
     assert_eq!(r.status, 200, "{}", r.raw);
 }
+
+/// `show open ports` agrees with the real `lsof` on every column but the command name's
+/// width, for every OAuth listener of the daemon.
+#[tokio::test]
+async fn show_open_ports_matches_lsof() {
+    let s = TestServer::lab().await;
+    for addr in [s.addr(0, OAuth, Tls), s.addr(1, MraOAuth, Tls)] {
+        let ours = admin(&s, &format!("show open ports regexp {addr} "))
+            .await
+            .unwrap();
+        let ours: Vec<&str> = ours.lines().skip(2).collect();
+        assert_eq!(ours.len(), 1, "{ours:?}");
+        let out = std::process::Command::new("lsof")
+            .args(["-nP", "-a", "-p", &std::process::id().to_string()])
+            .arg(format!("-iTCP@{addr}"))
+            .args(["-sTCP:LISTEN"])
+            .output()
+            .expect("lsof (installed by .ci/run)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let theirs: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(theirs.len(), 1, "{text}");
+        let fields = |l: &str| {
+            l.split_whitespace()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fields(ours[0]),
+            fields(theirs[0]),
+            "\nours:   {}\nlsof:   {}",
+            ours[0],
+            theirs[0]
+        );
+        assert_eq!(
+            ours[0].split_whitespace().next(),
+            theirs[0].split_whitespace().next(),
+            "command"
+        );
+    }
+}

@@ -153,6 +153,41 @@ impl Live {
         Ok(out)
     }
 
+    /// New reserved sockets for the listeners `moved` names, on the same address (port 0
+    /// again on ephemeral ports); every failure named.
+    fn bind_moved(&self, moved: &[(NodeId, Service, u16)]) -> Result<Vec<Entry>, Vec<String>> {
+        let current = self.streams.all();
+        let mut fresh = Vec::new();
+        let mut errors = Vec::new();
+        for &(node, service, port) in moved {
+            let Some((l, _)) = current
+                .iter()
+                .find(|(l, _)| l.node == node && l.service == service)
+            else {
+                continue;
+            };
+            let Some(app) = self.streams.app_of(node, service) else {
+                continue;
+            };
+            let port = if self.bind.ephemeral_ports { 0 } else { port };
+            let addr = SocketAddr::new(l.addr.ip(), port);
+            let tls = self.streams.tls_of(node, service);
+            match Entry::bind(node, l.node_name.clone(), app, tls, addr) {
+                Ok(e) => fresh.push(e),
+                Err(e) => errors.push(format!(
+                    "cannot bind the {} listener of node {} on {addr}: {e}",
+                    service.name(),
+                    l.node_name
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(fresh)
+        } else {
+            Err(errors)
+        }
+    }
+
     pub(super) fn sockets(&self) -> Vec<OpenSocket> {
         self.listeners()
             .into_iter()
@@ -206,101 +241,35 @@ impl Live {
         }
         .map_err(config_errors)?;
         let old = self.settings();
+
+        // Every check runs, whatever fails before it, so the answer names every problem.
         let mut errors = Vec::new();
-
-        // What a running daemon cannot change: its nodes and their UDP sockets.
-        let same_nodes = old.cluster.nodes.len() == new.cluster.nodes.len()
-            && old
-                .cluster
-                .nodes
-                .iter()
-                .zip(&new.cluster.nodes)
-                .all(|(a, b)| a.name == b.name && a.address == b.address);
-        if !same_nodes {
-            errors.push(
-                "nodes: adding, removing or renaming a node or changing its address needs a \
-                 restart"
-                    .into(),
-            );
-        }
-        let mut moved: Vec<(NodeId, Service, u16)> = Vec::new();
-        if same_nodes {
-            for (i, (a, b)) in old.cluster.nodes.iter().zip(&new.cluster.nodes).enumerate() {
-                if a.ports.sip != b.ports.sip || a.ports.tftp != b.ports.tftp {
-                    errors.push(format!(
-                        "nodes.{}.ports: the SIP (5060) and TFTP ports are UDP sockets and \
-                         change only with a restart",
-                        b.name
-                    ));
-                }
-                for (service, port) in stream_ports(&b.ports) {
-                    let before = stream_ports(&a.ports)
-                        .into_iter()
-                        .find(|(s, _)| *s == service)
-                        .map(|(_, p)| p);
-                    if before != Some(port) {
-                        moved.push((NodeId(i as u16), service, port));
-                    }
-                }
-            }
-        }
-
-        let configs = TlsConfigs::load(&new, &self.state_dir, self.expressway.table());
-        let configs = match configs {
-            Ok(c) => Some(c),
-            Err(e) => {
-                errors.extend(e.into_list().iter().map(|e| error_chain(e)));
-                None
-            }
-        };
-        let expressway = ExpresswayStore::open(
-            &self.state_dir.join(crate::expressway::FILE),
-            &new.cluster.params.uuid,
-            &new.cluster.expressway,
+        let moved = collect(moved_listeners(&old.cluster, &new.cluster), &mut errors);
+        let configs = collect(
+            TlsConfigs::load(&new, &self.state_dir, self.expressway.table())
+                .map_err(|e| e.into_list().iter().map(|e| error_chain(e)).collect()),
+            &mut errors,
         );
-        let expressway = match expressway {
-            Ok(s) => Some(s),
-            Err(e) => {
-                errors.push(format!("Expressway-C table: {}", error_chain(&e)));
-                None
-            }
-        };
-        let mode_on = match mode::effective(&self.state_dir, new.cluster.params.sip_oauth_mode) {
-            Ok(m) => m,
-            Err(e) => {
-                errors.push(e.to_string());
-                false
-            }
-        };
+        let expressway = collect(
+            ExpresswayStore::open(
+                &self.state_dir.join(crate::expressway::FILE),
+                &new.cluster.params.uuid,
+                &new.cluster.expressway,
+            )
+            .map_err(|e| vec![format!("Expressway-C table: {}", error_chain(&e))]),
+            &mut errors,
+        );
+        let mode_on = collect(
+            mode::effective(&self.state_dir, new.cluster.params.sip_oauth_mode)
+                .map_err(|e| vec![e.to_string()]),
+            &mut errors,
+        );
         // New sockets for moved listeners are bound before anything changes: a port in use
         // refuses the reload.
-        let mut fresh = Vec::new();
-        {
-            let current = self.streams.all();
-            for &(node, service, port) in &moved {
-                let Some((l, _)) = current
-                    .iter()
-                    .find(|(l, _)| l.node == node && l.service == service)
-                else {
-                    continue;
-                };
-                let Some(app) = self.streams.app_of(node, service) else {
-                    continue;
-                };
-                let port = if self.bind.ephemeral_ports { 0 } else { port };
-                let addr = SocketAddr::new(l.addr.ip(), port);
-                let tls = self.streams.tls_of(node, service);
-                match Entry::bind(node, l.node_name.clone(), app, tls, addr) {
-                    Ok(e) => fresh.push(e),
-                    Err(e) => errors.push(format!(
-                        "cannot bind the {} listener of node {} on {addr}: {e}",
-                        service.name(),
-                        l.node_name
-                    )),
-                }
-            }
-        }
-        let (Some(configs), Some(expressway), true) = (configs, expressway, errors.is_empty())
+        let moved = moved.unwrap_or_default();
+        let fresh = collect(self.bind_moved(&moved), &mut errors);
+        let (Some(configs), Some(expressway), Some(mode_on), Some(fresh), true) =
+            (configs, expressway, mode_on, fresh, errors.is_empty())
         else {
             return Err(errors);
         };
@@ -325,10 +294,9 @@ impl Live {
         ];
         let mut problems = Vec::new();
         if !fresh.is_empty() {
-            let moved_now = moved.clone();
             let errs = self.streams.replace(
                 |e| {
-                    moved_now
+                    moved
                         .iter()
                         .any(|&(n, s, _)| e.node == n && e.service() == s)
                 },
@@ -363,6 +331,50 @@ impl Live {
     }
 }
 
+/// The stream listeners whose port changed, with their new configured port; or why the
+/// change needs a restart (nodes added, removed, renamed or readdressed; UDP ports).
+fn moved_listeners(
+    old: &Cluster,
+    new: &Cluster,
+) -> Result<Vec<(NodeId, Service, u16)>, Vec<String>> {
+    let same_nodes = old.nodes.len() == new.nodes.len()
+        && old
+            .nodes
+            .iter()
+            .zip(&new.nodes)
+            .all(|(a, b)| a.name == b.name && a.address == b.address);
+    if !same_nodes {
+        return Err(vec![
+            "nodes: adding, removing or renaming a node or changing its address needs a restart"
+                .into(),
+        ]);
+    }
+    let mut errors = Vec::new();
+    let mut moved = Vec::new();
+    for (i, (a, b)) in old.nodes.iter().zip(&new.nodes).enumerate() {
+        if a.ports.sip != b.ports.sip || a.ports.tftp != b.ports.tftp {
+            errors.push(format!(
+                "nodes.{}.ports: the SIP (5060) and TFTP ports are UDP sockets and change only \
+                 with a restart",
+                b.name
+            ));
+        }
+        for ((service, before), (_, after)) in stream_ports(&a.ports)
+            .into_iter()
+            .zip(stream_ports(&b.ports))
+        {
+            if before != after {
+                moved.push((NodeId(i as u16), service, after));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(moved)
+    } else {
+        Err(errors)
+    }
+}
+
 /// The stream listeners' ports in a node's settings (those a reload can move).
 fn stream_ports(p: &NodePorts) -> Vec<(Service, u16)> {
     vec![
@@ -389,6 +401,11 @@ fn cert_line(unit: &str, path: &Path, c: &regen::Regenerated) -> String {
         c.serial,
         c.names.join(",")
     )
+}
+
+/// `r`'s value, or `None` with its errors added to `errors`.
+fn collect<T>(r: Result<T, Vec<String>>, errors: &mut Vec<String>) -> Option<T> {
+    r.map_err(|e| errors.extend(e)).ok()
 }
 
 /// Every configuration problem on its own line.
@@ -456,5 +473,45 @@ impl crate::admin::Operations for Live {
             }
             out
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab() -> Cluster {
+        Settings::lab().unwrap().cluster
+    }
+
+    #[test]
+    fn moved_listeners_are_the_tcp_ports_that_changed_and_the_rest_needs_a_restart() {
+        let old = lab();
+        assert_eq!(moved_listeners(&old, &old), Ok(Vec::new()));
+
+        let mut new = lab();
+        new.nodes[1].ports.https = 18443;
+        new.nodes[0].ports.sip_mra_oauth = 15091;
+        assert_eq!(
+            moved_listeners(&old, &new),
+            Ok(vec![
+                (NodeId(0), Service::Sip(ListenerKind::MraOAuth), 15091),
+                (NodeId(1), Service::Web(WebPort::Tomcat), 18443),
+            ])
+        );
+
+        new.nodes[1].ports.tftp = 1069;
+        new.nodes[0].ports.sip = 15060;
+        let errors = moved_listeners(&old, &new).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("nodes.UCM-PUB.ports: "), "{errors:?}");
+        assert!(
+            errors[1].starts_with("nodes.UCM-SUB1.ports: "),
+            "{errors:?}"
+        );
+
+        let mut fewer = lab();
+        fewer.nodes.pop();
+        assert!(moved_listeners(&old, &fewer).unwrap_err()[0].starts_with("nodes: "));
     }
 }

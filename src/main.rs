@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use sip_oauth_registrar::auth::{AuthOptions, TokenAuthority};
 use sip_oauth_registrar::config::Settings;
-use sip_oauth_registrar::server::{self, BindOptions, Server};
+use sip_oauth_registrar::server::{self, BindOptions, ConfigSource, Server};
 use tokio_util::sync::CancellationToken;
 
 /// A SIP registrar that behaves on the wire like Cisco UCM in SIP OAuth mode.
@@ -209,10 +209,13 @@ fn serve(config: Option<&Path>, state: Option<PathBuf>, log: &str) -> anyhow::Re
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
         let (server, prepared) = Server::start(&settings, &state, BindOptions::default(), cancel.clone()).await?;
+        server.set_config_source(config.map_or(ConfigSource::Lab, |p| ConfigSource::File(p.to_owned())));
+        #[cfg(unix)]
+        server.reload_on_sighup().context("installing the SIGHUP handler")?;
         let cluster = &settings.cluster.params;
         tracing::info!(
             cluster = %cluster.name,
-            sip_oauth_mode = cluster.sip_oauth_mode,
+            sip_oauth_mode = server.sip_oauth_mode(),
             state_dir = %state.display(),
             "sip-oauth-registrar started"
         );

@@ -7,13 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+mod listeners;
+mod live;
+
+pub use live::ConfigSource;
+
+use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::external::ExternalIssuers;
 use crate::auth::{AuthOptions, Authenticator, Authenticators, TokenAuthority};
-use crate::cluster::{Cluster, NodeId, NodePorts};
+use crate::cluster::{Cluster, LiveMode, NodeId, NodePorts};
 use crate::config::Settings;
 use crate::expressway::ExpresswayStore;
 use crate::net::{ListenerKind, Service, Transport, WebPort};
@@ -24,7 +29,9 @@ use crate::pki;
 use crate::provisioning::Provisioning;
 use crate::registrar::{Registrar, Store};
 use crate::tls::{TlsConfigs, TlsError, TlsSlot, TlsSlots};
-use crate::transport::{self, App, StreamListener};
+use crate::transport::{self, App};
+use listeners::{Entry, StreamSet};
+use live::Live;
 
 /// Where the lab PKI is written, under the state directory; `config/lab.toml` points there.
 pub const LAB_PKI_DIR: &str = pki::LAB_DIR;
@@ -72,6 +79,8 @@ pub enum StartError {
     EncryptionKey { path: PathBuf, reason: String },
     #[error("the Expressway-C table")]
     Expressway(#[from] crate::expressway::ExpresswayError),
+    #[error("the SIP OAuth mode file")]
+    Mode(#[from] crate::cluster::mode::ModeFileError),
     #[error("tokens.refresh_store")]
     TokenStore(#[from] crate::oauth::store::StoreError),
     #[error("identity_providers")]
@@ -96,8 +105,8 @@ pub struct Server {
     token_service: Arc<TokenService>,
     provisioning: Arc<Provisioning>,
     expressway: Arc<ExpresswayStore>,
-    tls: TlsSlots,
-    listeners: Vec<BoundListener>,
+    /// What changes while it runs: mode, listeners, TLS, the configuration.
+    live: Arc<Live>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -170,6 +179,9 @@ impl Server {
             },
         )?);
         let cluster = Arc::new(settings.cluster.clone());
+        // The mode file (`utils sipOAuth-mode`) wins over the configuration.
+        let mode_on = crate::cluster::mode::effective(state_dir, cluster.params.sip_oauth_mode)?;
+        let mode = LiveMode::new(mode_on);
         let store = Store::with_limits(
             cluster.devices.len(),
             settings.limits.max_bindings,
@@ -187,11 +199,15 @@ impl Server {
             outside: outside.clone(),
         });
         // The config files check tokens with the registrar's own authenticator.
-        let provisioning = Arc::new(Provisioning::new(
-            cluster.clone(),
-            authenticators.clone() as Arc<dyn Authenticator>,
-        ));
-        let registrar = Registrar::new(cluster.clone(), store.clone(), authenticators.clone());
+        let provisioning = Arc::new(
+            Provisioning::new(
+                cluster.clone(),
+                authenticators.clone() as Arc<dyn Authenticator>,
+            )
+            .with_mode(mode.clone()),
+        );
+        let registrar = Registrar::new(cluster.clone(), store.clone(), authenticators.clone())
+            .with_mode(mode.clone());
 
         let token_store = TokenStore::open(
             &Settings::resolve(state_dir, &settings.tokens.refresh_store),
@@ -222,7 +238,7 @@ impl Server {
                 .merge(crate::axl::router(Arc::new(crate::axl::Axl {
                     tokens: token_service.clone(),
                     expressway: expressway.clone(),
-                    sip_oauth_mode: cluster.params.sip_oauth_mode,
+                    sip_oauth_mode: mode.clone(),
                 }))),
             &settings.limits,
         );
@@ -237,7 +253,7 @@ impl Server {
 
         let mut udp = Vec::new();
         let mut tftp = Vec::new();
-        let mut streams = Vec::new();
+        let mut entries = Vec::new();
         let mut listeners = Vec::new();
         for (i, node) in cluster.nodes.iter().enumerate() {
             let id = NodeId(i as u16);
@@ -279,42 +295,42 @@ impl Server {
             );
             tftp.push(socket);
 
+            // The OAuth ports are bound whatever the mode, and listen only while it is on:
+            // `utils sipOAuth-mode enable` then opens the ports chosen here.
             let sip_app = |kind| App::Sip(kind, registrar.clone());
-            let mut apps: Vec<(App, u16, Option<TlsSlot>)> = vec![
+            let apps: Vec<(App, u16, Option<TlsSlot>)> = vec![
                 (sip_app(ListenerKind::Sip), node.ports.sip, None),
                 (
                     sip_app(ListenerKind::SipSecure),
                     node.ports.sip_secure,
                     Some(tls.secure.clone()),
                 ),
-            ];
-            if cluster.params.sip_oauth_mode {
-                apps.push((
+                (
                     sip_app(ListenerKind::OAuth),
                     node.ports.sip_oauth,
                     Some(tls.oauth.clone()),
-                ));
-                apps.push((
+                ),
+                (
                     sip_app(ListenerKind::MraOAuth),
                     node.ports.sip_mra_oauth,
                     Some(tls.mra.clone()),
-                ));
-            }
-            apps.push((
-                App::Web(WebPort::Tomcat, web.clone()),
-                node.ports.https,
-                Some(tls.web.clone()),
-            ));
-            apps.push((
-                App::Web(WebPort::TftpHttp, tftp_http.clone()),
-                node.ports.tftp_http,
-                None,
-            ));
-            apps.push((
-                App::Web(WebPort::TftpHttps, tftp_https.clone()),
-                node.ports.tftp_https,
-                Some(tls.web.clone()),
-            ));
+                ),
+                (
+                    App::Web(WebPort::Tomcat, web.clone()),
+                    node.ports.https,
+                    Some(tls.web.clone()),
+                ),
+                (
+                    App::Web(WebPort::TftpHttp, tftp_http.clone()),
+                    node.ports.tftp_http,
+                    None,
+                ),
+                (
+                    App::Web(WebPort::TftpHttps, tftp_https.clone()),
+                    node.ports.tftp_https,
+                    Some(tls.web.clone()),
+                ),
+            ];
             for (app, p, slot) in apps {
                 let transport = if slot.is_some() {
                     Transport::Tls
@@ -322,40 +338,73 @@ impl Server {
                     Transport::Tcp
                 };
                 let addr = at(p);
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| bind_error(app.service(), transport, addr, e))?;
-                record(
-                    app.service(),
-                    transport,
-                    local(&listener.local_addr(), addr),
-                );
-                streams.push(StreamListener {
-                    listener,
-                    node: id,
-                    app,
-                    tls: slot,
-                });
+                let service = app.service();
+                let entry = Entry::bind(id, node.name.clone(), app, slot, addr)
+                    .map_err(|e| bind_error(service, transport, addr, e))?;
+                entries.push(entry);
             }
         }
 
+        let tasks = TaskTracker::new();
+        // Every listener holds a descriptor, and so does every TFTP transfer (its own socket).
+        let tftp_limits = crate::tftp::TftpLimits::default();
+        let admission = transport::Admission::new(
+            connection_budget(
+                settings.limits.max_connections,
+                listeners.len() + entries.len() + tftp.len() * tftp_limits.max_transfers,
+            ),
+            settings.limits.max_connections_per_source,
+        );
+        // Its own token: a start that fails past here stops what it opened.
+        let streams_cancel = cancel.child_token();
+        let live = Arc::new(Live {
+            state_dir: state_dir.to_owned(),
+            bind,
+            source: std::sync::Mutex::new(None),
+            settings: std::sync::Mutex::new(settings.clone()),
+            tokens: token_service.clone(),
+            expressway: expressway.clone(),
+            provisioning: provisioning.clone(),
+            mode: mode.clone(),
+            registrar: registrar.clone(),
+            tls: tls.clone(),
+            streams: StreamSet::new(
+                entries,
+                settings.limits,
+                streams_cancel.clone(),
+                tasks.clone(),
+                admission,
+            ),
+            udp: listeners,
+            changing: std::sync::Mutex::new(()),
+        });
+
         // Before anything is served: config files publish the ports just bound.
-        provisioning.publish_ports(bound_ports(&cluster, &listeners));
+        provisioning.publish_ports(live.bound_ports(&cluster));
 
         // Last to bind: it replaces a stale socket, which must not happen for a start that then
         // fails on a port in use.
         #[cfg(unix)]
-        let admin = crate::admin::bind(
-            state_dir,
-            Arc::new(DaemonOps {
-                tokens: token_service.clone(),
-                expressway: expressway.clone(),
-                sip_oauth_mode: cluster.params.sip_oauth_mode,
-            }),
-        )
-        .await?;
+        let admin =
+            crate::admin::bind(state_dir, live.clone() as Arc<dyn crate::admin::Operations>)
+                .await?;
 
-        let tasks = TaskTracker::new();
+        if let Some(e) = live
+            .streams
+            .open(|e| mode_on || !live::is_oauth(e))
+            .into_iter()
+            .next()
+        {
+            streams_cancel.cancel();
+            return Err(StartError::Bind {
+                node: e.listener.node_name,
+                kind: e.listener.service.name(),
+                transport: e.listener.transport.name(),
+                addr: e.listener.addr,
+                source: e.source,
+            });
+        }
+
         #[cfg(unix)]
         tasks.spawn(admin.serve(cancel.child_token()));
         let codec_limits = transport::codec::Limits {
@@ -367,15 +416,6 @@ impl Server {
             tasks.spawn(outside.refresh_task(cancel.child_token()));
         }
         tasks.spawn(sweep_token_cache(tokens.clone(), cancel.child_token()));
-        // Every listener holds a descriptor, and so does every TFTP transfer (its own socket).
-        let tftp_limits = crate::tftp::TftpLimits::default();
-        let admission = transport::Admission::new(
-            connection_budget(
-                settings.limits.max_connections,
-                listeners.len() + tftp.len() * tftp_limits.max_transfers,
-            ),
-            settings.limits.max_connections_per_source,
-        );
         for (socket, node) in udp {
             tasks.spawn(transport::serve_udp(
                 socket,
@@ -399,15 +439,6 @@ impl Server {
                 tasks.clone(),
             ));
         }
-        for l in streams {
-            tasks.spawn(transport::serve_stream_listener(
-                l,
-                settings.limits,
-                cancel.child_token(),
-                tasks.clone(),
-                admission.clone(),
-            ));
-        }
         Ok((
             Self {
                 registrar,
@@ -415,8 +446,7 @@ impl Server {
                 token_service,
                 provisioning,
                 expressway,
-                tls,
-                listeners,
+                live,
                 cancel,
                 tasks,
             },
@@ -424,27 +454,80 @@ impl Server {
         ))
     }
 
-    pub fn listeners(&self) -> &[BoundListener] {
-        &self.listeners
+    /// The listeners accepting now (the OAuth ones only while the mode is on).
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.live
+            .listeners()
+            .into_iter()
+            .filter_map(|(l, open)| open.then_some(l))
+            .collect()
     }
 
-    /// The address of one listener.
+    /// The cluster's SIP OAuth mode now.
+    pub fn sip_oauth_mode(&self) -> bool {
+        self.live.mode.get()
+    }
+
+    /// Where `utils reload config` and SIGHUP read the configuration; unset, they refuse.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        *self
+            .live
+            .source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(source);
+    }
+
+    /// Reloads the configuration (what SIGHUP does): `Ok` with what changed, or every error
+    /// found, the running configuration staying in force.
+    pub async fn reload(&self) -> Result<String, Vec<String>> {
+        let live = self.live.clone();
+        tokio::task::spawn_blocking(move || live.reload_config())
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]))
+    }
+
+    /// Reloads on every SIGHUP until shutdown, logging the outcome.
+    #[cfg(unix)]
+    pub fn reload_on_sighup(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup())?;
+        let live = self.live.clone();
+        let cancel = self.cancel.child_token();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    got = hangups.recv() => if got.is_none() { return },
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                let live = live.clone();
+                // The outcome is logged by the reload itself.
+                let _ = tokio::task::spawn_blocking(move || live.reload_config()).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// The address of one listener, while it accepts (the OAuth ones only in SIP OAuth mode;
+    /// closed, their ports stay reserved for `utils sipOAuth-mode enable`).
     pub fn addr(
         &self,
         node: NodeId,
         kind: ListenerKind,
         transport: Transport,
     ) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.listeners()
+            .into_iter()
             .find(|l| l.node == node && l.service == Service::Sip(kind) && l.transport == transport)
             .map(|l| l.addr)
     }
 
     /// The address of one HTTP side listener.
     pub fn web_addr(&self, node: NodeId, port: WebPort) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.live
+            .listeners()
+            .into_iter()
+            .map(|(l, _)| l)
             .find(|l| l.node == node && l.service == Service::Web(port))
             .map(|l| l.addr)
     }
@@ -457,7 +540,7 @@ impl Server {
     /// Makes `configs` the TLS configuration of every next handshake on every listener;
     /// established connections keep theirs.
     pub fn swap_tls(&self, configs: TlsConfigs) {
-        self.tls.swap(configs);
+        self.live.tls.swap(configs);
     }
 
     /// The Expressway-C table (admin CLI, AXL, the 5091 verifier).
@@ -486,33 +569,6 @@ impl Server {
         tokio::time::timeout(deadline, self.tasks.wait())
             .await
             .is_ok()
-    }
-}
-
-/// What the admin commands act on in the daemon: the token keys, the Expressway-C table and
-/// the cluster's SIP OAuth mode.
-#[cfg_attr(not(unix), allow(dead_code))]
-struct DaemonOps {
-    tokens: Arc<TokenService>,
-    expressway: Arc<ExpresswayStore>,
-    sip_oauth_mode: bool,
-}
-
-impl crate::admin::Operations for DaemonOps {
-    fn regen_key(&self, key: crate::oauth::AuthzKey) -> Result<String, String> {
-        crate::admin::Operations::regen_key(&*self.tokens, key)
-    }
-
-    fn key_hash(&self, key: crate::oauth::AuthzKey) -> String {
-        crate::admin::Operations::key_hash(&*self.tokens, key)
-    }
-
-    fn expressway(&self) -> Option<&ExpresswayStore> {
-        Some(&self.expressway)
-    }
-
-    fn sip_oauth_mode(&self) -> Option<bool> {
-        Some(self.sip_oauth_mode)
     }
 }
 

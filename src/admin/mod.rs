@@ -23,6 +23,7 @@
 
 #[cfg(unix)]
 pub mod client;
+pub mod ports;
 #[cfg(unix)]
 pub mod server;
 #[cfg(test)]
@@ -60,7 +61,33 @@ pub trait Operations: Send + Sync + 'static {
     fn sip_oauth_mode(&self) -> Option<bool> {
         None
     }
+    /// `utils sipOAuth-mode enable|disable`: persists the mode and applies it live (the OAuth
+    /// listeners of every node open or close).
+    fn set_sip_oauth_mode(&self, _on: bool) -> Result<(), String> {
+        Err(NOT_HERE.into())
+    }
+    /// The sockets `show open ports` may list.
+    fn listening(&self) -> Vec<ports::OpenSocket> {
+        Vec::new()
+    }
+    /// `set cert regen tomcat`: a new tomcat certificate, in force for the next handshake;
+    /// returns the `show cert list own` line of the new one.
+    fn regen_tomcat(&self) -> Result<String, String> {
+        Err(NOT_HERE.into())
+    }
+    /// `show cert list own`: one line per certificate the daemon presents.
+    fn own_certs(&self) -> Result<String, String> {
+        Err(NOT_HERE.into())
+    }
+    /// `utils reload config`: re-reads the configuration, certificates, trust stores and
+    /// Expressway-C entries; returns what changed. A refused reload changes nothing.
+    fn reload(&self) -> Result<String, String> {
+        Err(NOT_HERE.into())
+    }
 }
+
+/// What a command acting on something this implementor lacks answers.
+const NOT_HERE: &str = "Not available on this server";
 
 pub use crate::oauth::AuthzKey;
 
@@ -259,6 +286,64 @@ pub static COMMANDS: &[CommandSpec] = &[
         run: crate::expressway::cli::remove,
     },
     CommandSpec {
+        words: "utils sipOAuth-mode enable",
+        args: Args::None,
+        help: "enable SIP OAuth mode cluster-wide: ports 5090/5091 of every node open at once",
+        confirm: None,
+        run: |ops, _| {
+            ops.set_sip_oauth_mode(true)?;
+            Ok(MODE_ENABLED.into())
+        },
+    },
+    CommandSpec {
+        words: "utils sipOAuth-mode disable",
+        args: Args::None,
+        help: "disable SIP OAuth mode cluster-wide: ports 5090/5091 of every node close, with \
+               their connections",
+        confirm: None,
+        run: |ops, _| {
+            ops.set_sip_oauth_mode(false)?;
+            Ok(MODE_DISABLED.into())
+        },
+    },
+    CommandSpec {
+        words: "show open ports regexp",
+        args: Args::Rest("pattern"),
+        help: "list the daemon's listening sockets (lsof columns) whose line matches the pattern",
+        confirm: None,
+        run: ports::show_open_ports,
+    },
+    CommandSpec {
+        words: "set cert regen tomcat",
+        args: Args::None,
+        help: "regenerate the tomcat certificate (same names, signed by the lab CA); the next \
+               handshake on 5090, 5091, 6971 and 8443 uses it, no restart",
+        confirm: Some(CERT_REGEN_WARNING),
+        run: |ops, _| {
+            let line = ops.regen_tomcat()?;
+            Ok(format!(
+                "Successfully Regenerated Certificate for tomcat.\n{line}\nThe new certificate \
+                 is presented from the next TLS handshake on; established connections keep the \
+                 one they shook hands with.\n"
+            ))
+        },
+    },
+    CommandSpec {
+        words: "show cert list own",
+        args: Args::None,
+        help: "list the certificates the daemon presents (unit/file: subject, serial, names)",
+        confirm: None,
+        run: |ops, _| ops.own_certs(),
+    },
+    CommandSpec {
+        words: "utils reload config",
+        args: Args::None,
+        help: "reload the configuration, certificates, trust stores and Expressway-C entries \
+               (as SIGHUP); registrations and connections stay",
+        confirm: None,
+        run: |ops, _| ops.reload(),
+    },
+    CommandSpec {
         words: "help",
         args: Args::None,
         help: "list these commands",
@@ -396,6 +481,17 @@ pub fn is_quit(line: &str) -> bool {
 }
 
 const QUIT: &str = "quit | exit";
+
+/// UCM's answer to `utils sipOAuth-mode enable`, byte for byte (spec §8).
+pub const MODE_ENABLED: &str = "SIP OAuth mode enabled.\nPlease restart the Cisco CallManager \
+service on all nodes in the cluster where it is running.\n";
+/// Ours for `disable` (the seeds do not show it), in the same style.
+pub const MODE_DISABLED: &str = "SIP OAuth mode disabled.\nPlease restart the Cisco CallManager \
+service on all nodes in the cluster where it is running.\n";
+
+const CERT_REGEN_WARNING: &str = "WARNING: This operation will regenerate the tomcat \
+certificate. Clients that pinned the current one (rather than the CA that signed it) must \
+trust the new one.";
 
 const REGEN_WARNING: &str = "WARNING: This operation will regenerate the key. Every outstanding \
 OAuth access and refresh token stops working at once, and every OAuth client (Jabber, phones, \

@@ -137,7 +137,19 @@ fn regen_calls_the_operation_and_prints_the_new_hash() {
         *ops.regens.lock().unwrap(),
         [AuthzKey::Signing, AuthzKey::Encryption]
     );
-    assert!(COMMANDS.iter().filter(|c| c.confirm.is_some()).count() == 2);
+    let confirmed: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|c| c.confirm.is_some())
+        .map(|c| c.words)
+        .collect();
+    assert_eq!(
+        confirmed,
+        [
+            "set key regen authz signing",
+            "set key regen authz encryption",
+            "set cert regen tomcat"
+        ]
+    );
 }
 
 #[test]
@@ -165,6 +177,29 @@ fn failures_and_invalid_commands_say_unsuccessfully() {
         panic!()
     };
     assert_eq!(help, usage());
+}
+
+#[test]
+fn the_mode_commands_print_ucms_lines_and_fail_where_there_is_no_daemon() {
+    let ops = Fake::default();
+    // The implementor without live state refuses (the daemon's is tested end to end).
+    assert_eq!(
+        execute(&ops, "utils sipOAuth-mode enable"),
+        Outcome::Failed(format!("{UNSUCCESSFUL}\nNot available on this server\n"))
+    );
+    assert_eq!(
+        MODE_ENABLED,
+        "SIP OAuth mode enabled.\nPlease restart the Cisco CallManager service on all nodes in \
+         the cluster where it is running.\n"
+    );
+    assert!(matches!(
+        parse("UTILS SIPOAUTH-MODE DISABLE"),
+        Ok(i) if i.spec.words == "utils sipOAuth-mode disable"
+    ));
+    assert!(matches!(
+        parse("show open ports regexp"),
+        Err(ParseError::MissingArgs { .. })
+    ));
 }
 
 #[test]

@@ -43,8 +43,8 @@ pub struct Axl {
     /// Checks the application user's password (bounded argon2 checks).
     pub tokens: Arc<TokenService>,
     pub expressway: Arc<ExpresswayStore>,
-    /// The cluster's SIP OAuth mode, for `executeSQLQuery`.
-    pub sip_oauth_mode: bool,
+    /// The cluster's SIP OAuth mode, for `executeSQLQuery` (live: `utils sipOAuth-mode`).
+    pub sip_oauth_mode: crate::cluster::LiveMode,
 }
 
 /// `POST /axl/` (and `/axl`).
@@ -350,7 +350,7 @@ async fn handle(State(axl): State<Arc<Axl>>, headers: HeaderMap, body: Bytes) ->
     }
     let worker = axl.clone();
     let (operation, result) = match tokio::task::spawn_blocking(move || {
-        dispatch(&worker.expressway, worker.sip_oauth_mode, &body)
+        dispatch(&worker.expressway, worker.sip_oauth_mode.get(), &body)
     })
     .await
     {

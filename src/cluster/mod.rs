@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub mod mode;
+pub use mode::LiveMode;
+
 /// Cluster-wide parameters (UCM enterprise and service parameters).
 #[derive(Debug, Clone)]
 pub struct ClusterParams {

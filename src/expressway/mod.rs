@@ -362,6 +362,18 @@ fn entries(rows: &[Record]) -> Vec<ExpresswayEntry> {
         .collect()
 }
 
+// Configuration reload (crate::server): kept apart from the table's own operations.
+impl ExpresswayStore {
+    /// Takes `fresh`'s rows (a store just opened on the same file with the reloaded
+    /// configuration's entries) and publishes them to the 5091 verifier.
+    pub fn replace_with(&self, fresh: Self) {
+        let rows = fresh.rows.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.lock();
+        self.table.store(Arc::new(entries(&rows)));
+        *current = rows;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

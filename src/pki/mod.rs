@@ -10,6 +10,7 @@
 
 pub mod certs;
 mod lab;
+pub mod regen;
 
 pub use certs::{LAB_DIR, lab_plan};
 pub use lab::{

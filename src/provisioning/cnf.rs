@@ -51,8 +51,19 @@ pub fn render(cluster: &Cluster, device: DeviceId) -> Vec<u8> {
 /// `device`'s config file publishing `ports[i]` for node `i` (a node missing from `ports`
 /// publishes its configured ports).
 pub fn render_with_ports(cluster: &Cluster, ports: &[NodePorts], device: DeviceId) -> Vec<u8> {
+    render_live(cluster, ports, device, cluster.params.sip_oauth_mode)
+}
+
+/// [`render_with_ports`] with the cluster's SIP OAuth mode as it is now (`utils
+/// sipOAuth-mode` changes it without a new cluster model).
+pub fn render_live(
+    cluster: &Cluster,
+    ports: &[NodePorts],
+    device: DeviceId,
+    sip_oauth_mode: bool,
+) -> Vec<u8> {
     let mut writer = Writer::new_with_indent(Vec::with_capacity(2048), b' ', 1);
-    match write_device(&mut writer, cluster, ports, device) {
+    match write_device(&mut writer, cluster, ports, device, sip_oauth_mode) {
         Ok(()) => writer.into_inner(),
         // Unreachable: writing to a `Vec` cannot fail. An empty answer beats a panic on the
         // network path if that ever changes.
@@ -70,7 +81,13 @@ pub fn name_uuid(cluster_uuid: &str, kind: &str, name: &str) -> String {
 
 type W = Writer<Vec<u8>>;
 
-fn write_device(w: &mut W, cluster: &Cluster, ports: &[NodePorts], id: DeviceId) -> io::Result<()> {
+fn write_device(
+    w: &mut W,
+    cluster: &Cluster,
+    ports: &[NodePorts],
+    id: DeviceId,
+    sip_oauth_mode: bool,
+) -> io::Result<()> {
     let device = cluster.device(id);
     let profile = cluster.profile_of(id);
     let cluster_uuid = &cluster.params.uuid;
@@ -81,7 +98,7 @@ fn write_device(w: &mut W, cluster: &Cluster, ports: &[NodePorts], id: DeviceId)
     let ctiid = (id.0 + 1).to_string();
     let uuid = braced(&name_uuid(cluster_uuid, "device", &device.name));
     let pool_uuid = braced(&name_uuid(cluster_uuid, "devicePool", group_name));
-    let oauth_mode = cluster.params.sip_oauth_mode && profile.oauth;
+    let oauth_mode = sip_oauth_mode && profile.oauth;
 
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     w.create_element("device")

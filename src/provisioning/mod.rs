@@ -12,10 +12,12 @@ pub mod cnf;
 pub mod http;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use crate::auth::Authenticator;
-use crate::cluster::{Cluster, DeviceId, NodePorts};
+use crate::cluster::{Cluster, DeviceId, LiveMode, NodePorts};
 
 /// Suffix of a config file name.
 pub const CNF_SUFFIX: &str = ".cnf.xml";
@@ -33,7 +35,9 @@ pub struct Provisioning {
     folded: HashMap<String, DeviceId>,
     /// The ports files publish, per node; set once the listeners are bound (see
     /// [`Self::publish_ports`]). Unset, files publish the configured ports.
-    ports: OnceLock<Vec<NodePorts>>,
+    ports: ArcSwapOption<Vec<NodePorts>>,
+    /// The cluster's SIP OAuth mode, live (`utils sipOAuth-mode`).
+    mode: LiveMode,
 }
 
 /// What a file name names.
@@ -60,19 +64,26 @@ impl Provisioning {
                 .or_insert(DeviceId(i as u32));
         }
         Self {
-            cluster,
             authenticator,
             folded,
-            ports: OnceLock::new(),
+            ports: ArcSwapOption::empty(),
+            mode: LiveMode::new(cluster.params.sip_oauth_mode),
+            cluster,
         }
+    }
+
+    /// Follows `mode` instead of the configuration's fixed value.
+    pub fn with_mode(mut self, mode: LiveMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Sets the ports files publish, per node in `cluster.nodes` order: the server calls it
     /// once with the ports it bound, before serving. A daemon binds its configured ports, so
     /// this changes nothing there; a test server on port 0 thus publishes ports that work. A
-    /// second call is ignored.
+    /// reload whose ports changed publishes them again.
     pub fn publish_ports(&self, ports: Vec<NodePorts>) {
-        let _ = self.ports.set(ports);
+        self.ports.store(Some(Arc::new(ports)));
     }
 
     /// The file for TFTP (or any unauthenticated channel): `<device>.cnf.xml` of a device
@@ -118,23 +129,26 @@ impl Provisioning {
 
     /// Whether `device`'s file needs its owner's token (and HTTPS).
     pub fn under_oauth(&self, device: DeviceId) -> bool {
-        self.cluster.params.sip_oauth_mode && self.cluster.profile_of(device).oauth
+        self.mode.get() && self.cluster.profile_of(device).oauth
     }
 
     /// The ports files and UDS publish, per node: the bound ones once published, else the
     /// configured ones.
     pub fn ports(&self) -> Vec<NodePorts> {
-        match self.ports.get() {
-            Some(ports) => ports.clone(),
+        match &*self.ports.load() {
+            Some(ports) => Vec::clone(ports),
             None => self.cluster.nodes.iter().map(|n| n.ports).collect(),
         }
     }
 
     /// `device`'s file, publishing the bound ports.
     pub fn render(&self, device: DeviceId) -> Vec<u8> {
-        match self.ports.get() {
-            Some(ports) => cnf::render_with_ports(&self.cluster, ports, device),
-            None => cnf::render(&self.cluster, device),
+        match &*self.ports.load() {
+            Some(ports) => cnf::render_live(&self.cluster, ports, device, self.mode.get()),
+            None => {
+                let ports: Vec<NodePorts> = self.cluster.nodes.iter().map(|n| n.ports).collect();
+                cnf::render_live(&self.cluster, &ports, device, self.mode.get())
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! Nothing here touches a socket: transports hand in bytes and a [`Peer`](crate::net::Peer) and write back
 //! what they are given.
 
+mod live;
 pub mod store;
 
 use std::sync::Arc;
@@ -12,12 +13,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tokio::time::{Duration, Instant};
 
 use crate::auth::{AuthError, Authenticator, unix_now};
-use crate::cluster::{Cluster, DeviceId};
+use crate::cluster::{Cluster, DeviceId, LiveMode};
 use crate::net::{ListenerKind, Peer};
 use crate::policy::{self, Admission};
 use crate::sip::grammar::{self, ContactList, NameAddr};
 use crate::sip::response::{self, Reply};
 use crate::sip::{self, Method, ParseError, Request};
+pub use live::{Registrar, Rekeyed};
 pub use store::{AorUpdate, Binding, Listed, Registered, Store, StoreError, Update};
 
 /// What requests other than REGISTER may be.
@@ -49,11 +51,11 @@ const REMOTECC_RESPONSE: &[u8] = b"<x-cisco-remotecc-response>
 </x-cisco-remotecc-response>
 ";
 
-/// The registrar: the cluster model, the binding store and the credential check.
-/// Cheap to clone; every listener task holds one.
-#[derive(Clone)]
-pub struct Registrar {
+/// The registrar's state for one cluster model: the model, the binding store and the
+/// credential check. [`Registrar`] holds it behind a lock so a reload can swap the model.
+struct Engine {
     cluster: Arc<Cluster>,
+    mode: LiveMode,
     store: Store,
     auth: Arc<dyn Authenticator>,
     challenge: Arc<str>,
@@ -128,28 +130,20 @@ impl LogBudget {
     }
 }
 
-impl Registrar {
-    pub fn new(cluster: Arc<Cluster>, store: Store, auth: Arc<dyn Authenticator>) -> Self {
-        let challenge = format!("Bearer realm=\"{}\"", cluster.params.sip_realm).into();
+impl Engine {
+    fn new(cluster: Arc<Cluster>, store: Store, auth: Arc<dyn Authenticator>) -> Self {
         Self {
+            mode: LiveMode::new(cluster.params.sip_oauth_mode),
+            challenge: challenge(&cluster),
             cluster,
             store,
             auth,
-            challenge,
             log_budget: Arc::default(),
         }
     }
 
-    pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Handles one framed message; returns the bytes to send back, if any.
-    pub fn handle(&self, bytes: &[u8], peer: &Peer) -> Option<Vec<u8>> {
+    fn handle(&self, bytes: &[u8], peer: &Peer) -> Option<Vec<u8>> {
         let (echo, outcome) = match sip::parse(bytes) {
             Ok(req) => {
                 let outcome = match req.method {
@@ -242,15 +236,15 @@ impl Registrar {
         let device = self.identify(req, &contacts, peer)?;
         let profile = self.cluster.profile_of(device);
 
-        let admission = policy::admit(self.cluster.params.sip_oauth_mode, profile, peer.listener)
-            .map_err(|reject| {
-            let mut reply = Reply::new(403, "Forbidden");
-            if reject == policy::PortReject::PortMismatch {
-                reply = reply.header("Retry-After", PORT_MISMATCH_RETRY_AFTER);
-            }
-            let reply = reply.header("Warning", self.warning(peer, reject.warning_text()));
-            Outcome::new(reply, reject.reason()).device(device)
-        })?;
+        let admission =
+            policy::admit(self.mode.get(), profile, peer.listener).map_err(|reject| {
+                let mut reply = Reply::new(403, "Forbidden");
+                if reject == policy::PortReject::PortMismatch {
+                    reply = reply.header("Retry-After", PORT_MISMATCH_RETRY_AFTER);
+                }
+                let reply = reply.header("Warning", self.warning(peer, reject.warning_text()));
+                Outcome::new(reply, reject.reason()).device(device)
+            })?;
         let user = self.admit(admission, token_user, req, peer, device)?;
 
         let now = Instant::now();
@@ -622,6 +616,10 @@ impl Registrar {
     fn warning(&self, peer: &Peer, text: &str) -> String {
         format!("399 {} \"{text}\"", self.cluster.node(peer.node).name)
     }
+}
+
+fn challenge(cluster: &Cluster) -> Arc<str> {
+    format!("Bearer realm=\"{}\"", cluster.params.sip_realm).into()
 }
 
 enum Contacts<'a> {

@@ -85,6 +85,19 @@ pub enum TlsError {
     },
     #[error("tls.{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    /// More than one file is unusable: every one is named.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<Self>),
+}
+
+impl TlsError {
+    /// Each problem on its own (one for all but [`Self::Several`]).
+    pub fn into_list(self) -> Vec<Self> {
+        match self {
+            Self::Several(list) => list,
+            one => vec![one],
+        }
+    }
 }
 
 impl TlsConfigs {
@@ -96,20 +109,37 @@ impl TlsConfigs {
     ) -> Result<Self, TlsError> {
         let files = &settings.tls;
         let path = |p: &Path| Settings::resolve(state_dir, p);
-        let (tomcat_chain, tomcat_key) = load_identity(
+        // Every file is read before any error is returned, so a reload refused for a bad
+        // certificate names every bad file at once.
+        let tomcat = load_identity(
             &path(&files.tomcat_cert),
             &path(&files.tomcat_key),
             "tomcat_cert",
             "tomcat_key",
-        )?;
-        let (cm_chain, cm_key) = load_identity(
+        );
+        let cm = load_identity(
             &path(&files.callmanager_cert),
             &path(&files.callmanager_key),
             "callmanager_cert",
             "callmanager_key",
-        )?;
-        let tomcat_trust = load_roots(state_dir, "tomcat_trust", &files.tomcat_trust)?;
-        let cm_trust = load_roots(state_dir, "callmanager_trust", &files.callmanager_trust)?;
+        );
+        let tomcat_trust = load_roots(state_dir, "tomcat_trust", &files.tomcat_trust);
+        let cm_trust = load_roots(state_dir, "callmanager_trust", &files.callmanager_trust);
+        let (tomcat, cm, tomcat_trust, cm_trust) = match (tomcat, cm, tomcat_trust, cm_trust) {
+            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+            (a, b, c, d) => {
+                let mut errors = Vec::new();
+                errors.extend(a.err());
+                errors.extend(b.err());
+                errors.extend(c.err());
+                errors.extend(d.err());
+                return Err(match errors.len() {
+                    1 => errors.remove(0),
+                    _ => TlsError::Several(errors),
+                });
+            }
+        };
+        let ((tomcat_chain, tomcat_key), (cm_chain, cm_key)) = (tomcat, cm);
 
         let invalid = |key: &'static str| {
             move |e: rustls::Error| TlsError::Invalid {

@@ -20,6 +20,7 @@ mod outside_idp;
 mod port_rules;
 mod provisioning;
 mod register;
+mod reload;
 mod streams;
 mod tls_failures;
 mod udp;

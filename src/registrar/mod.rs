@@ -145,19 +145,38 @@ impl Registrar {
 
     /// Handles one framed message; returns the bytes to send back, if any.
     pub fn handle(&self, bytes: &[u8], peer: &Peer) -> Option<Vec<u8>> {
-        let (echo, outcome) = match sip::parse(bytes) {
+        self.answer(sip::parse(bytes), peer)
+    }
+
+    /// Answers a datagram the transport could not frame (a Content-Length beyond the datagram,
+    /// not a number, or no blank line): `400` if it is a request with a Via, as RFC 3261 §18.3
+    /// and RFC 4475 §3.1.2.2, §3.1.2.3 and §3.3.9 ask.
+    pub fn handle_unframed(
+        &self,
+        bytes: &[u8],
+        peer: &Peer,
+        reason: &'static str,
+    ) -> Option<Vec<u8>> {
+        self.answer(Err(sip::unframed(bytes, reason)), peer)
+    }
+
+    fn answer(&self, parsed: Result<Request, ParseError>, peer: &Peer) -> Option<Vec<u8>> {
+        let (echo, outcome) = match parsed {
             Ok(req) => {
                 let outcome = match req.method {
-                    Method::Register => self.register(&req, peer),
-                    Method::Options => {
-                        Outcome::new(Reply::new(200, "OK").header("Allow", ALLOW), "options")
-                    }
                     // ACK is never answered (RFC 3261 §17.2.1).
                     Method::Ack => return None,
                     Method::Other => Outcome::new(
                         Reply::new(405, "Method Not Allowed").header("Allow", ALLOW),
                         "method_not_allowed",
                     ),
+                    _ => match self.unsupported(&req, peer) {
+                        Some(refusal) => refusal,
+                        None if req.method == Method::Register => self.register(&req, peer),
+                        None => {
+                            Outcome::new(Reply::new(200, "OK").header("Allow", ALLOW), "options")
+                        }
+                    },
                 };
                 (req.echo, outcome)
             }
@@ -215,6 +234,22 @@ impl Registrar {
             response::new_tag(),
             peer.addr,
         ))
+    }
+
+    /// RFC 3261 §8.2.2, after the method (§8.2.1): a Request-URI scheme other than SIP's is
+    /// `416`, and any `Require` option is `420` listing it, since none is supported.
+    fn unsupported(&self, req: &Request, peer: &Peer) -> Option<Outcome> {
+        if !req.request_uri_is_sip {
+            let reply = Reply::new(416, "Unsupported URI Scheme")
+                .header("Warning", self.warning(peer, "Unsupported URI scheme"));
+            return Some(Outcome::new(reply, "unsupported_uri_scheme"));
+        }
+        if !req.require.is_empty() {
+            let reply =
+                Reply::new(420, "Bad Extension").header("Unsupported", req.require.join(", "));
+            return Some(Outcome::new(reply, "bad_extension"));
+        }
+        None
     }
 
     fn register(&self, req: &Request, peer: &Peer) -> Outcome {

@@ -19,6 +19,7 @@ mod port_rules;
 mod provisioning;
 mod register;
 mod streams;
+mod torture;
 mod udp;
 mod uds;
 mod web;

@@ -164,22 +164,20 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
         }
         out.header(name, value.trim_matches([' ', '\t']), &mut have);
     }
+    // Without a Via there is nowhere to send an answer.
+    if out.echo.vias.is_empty() {
+        return Err(ParseError::NotARequest);
+    }
     if have.dup {
         return Err(bad(out.echo, "Duplicate From, To, Call-ID or CSeq header"));
     }
     let missing = [
-        (out.echo.vias.is_empty(), "Missing Via header"),
         (out.echo.from.is_empty(), "Missing From header"),
         (out.echo.to.is_empty(), "Missing To header"),
         (out.echo.call_id.is_empty(), "Missing Call-ID header"),
         (out.echo.cseq.is_empty(), "Missing CSeq header"),
     ];
     if let Some((_, reason)) = missing.iter().find(|(m, _)| *m) {
-        // Without the dialog-identifying headers a response could not be matched: drop it
-        // only when there is no Via to send it back on.
-        if out.echo.vias.is_empty() {
-            return Err(ParseError::NotARequest);
-        }
         return Err(bad(out.echo, reason));
     }
     // The headers every response echoes must parse, or the client could not match the answer

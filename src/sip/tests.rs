@@ -740,6 +740,40 @@ fn no_panic_on_mutated_registers() {
     }
 }
 
+/// RFC 4475's messages (`tests/data/rfc4475/`), whole and mutated: the parser's hardest valid
+/// and invalid inputs as seeds.
+#[test]
+fn no_panic_on_mutated_torture_messages() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475");
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(seeds.len(), 49);
+    seeds.sort();
+    let mut rng = fastrand::Rng::with_seed(0x4475);
+    let interesting = b"\r\n:;,<>\"\\ \t\0@?/=";
+    for bytes in &seeds {
+        check_invariants(bytes);
+        for _ in 0..200 {
+            let mut bytes = bytes.clone();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..3) {
+                    0 => bytes[at] = interesting[rng.usize(..interesting.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, interesting[rng.usize(..interesting.len())]),
+                }
+            }
+            check_invariants(&bytes);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // parse: the salvage path (the request cannot be parsed, a line scan still answers 400)
 // ---------------------------------------------------------------------------------------------

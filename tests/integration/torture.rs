@@ -442,3 +442,54 @@ fn the_table_names_every_file_once() {
     names.sort();
     assert_eq!(files, names);
 }
+
+type Header = (&'static str, &'static str);
+
+/// RFC 3261 §8.2's order on messages of our own: method (501/405), then the Request-URI scheme
+/// (416), then Require (420); Proxy-Require alone is not a UAS's business.
+#[tokio::test]
+async fn checks_come_in_rfc_3261_order() {
+    let s = TestServer::lab().await;
+    let mut c = Client::udp(s.addr(0, Sip, Udp)).await;
+    let request = |line: &str, extra: &str| {
+        let method = line.split(' ').next().unwrap_or_default();
+        format!(
+            "{line} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKorder\r\n\
+             From: <sip:1010@10.10.10.1>;tag=1\r\nTo: <sip:1010@10.10.10.1>\r\n\
+             Call-ID: order@127.0.0.1\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let require = "Require: 100rel\r\nRequire: timer, path\r\n";
+    let cases: [(&str, &str, u16, Option<Header>); 7] = [
+        ("FOO tel:+12015550123", require, 501, Some(ALLOW)),
+        ("INVITE tel:+12015550123", require, 405, Some(ALLOW)),
+        ("OPTIONS tel:+12015550123", require, 416, None),
+        ("REGISTER tel:+12015550123", require, 416, None),
+        (
+            "OPTIONS sip:10.10.10.1",
+            require,
+            420,
+            Some(("Unsupported", "100rel, timer, path")),
+        ),
+        (
+            "REGISTER sip:10.10.10.1",
+            require,
+            420,
+            Some(("Unsupported", "100rel, timer, path")),
+        ),
+        (
+            "OPTIONS sip:10.10.10.1",
+            "Proxy-Require: x\r\n",
+            200,
+            Some(ALLOW),
+        ),
+    ];
+    for (line, extra, status, header) in cases {
+        let r = c.request(&request(line, extra)).await;
+        assert_eq!(r.status, status, "{line} with {extra:?}:\n{}", r.raw);
+        if let Some((name, value)) = header {
+            assert_eq!(r.header(name), Some(value), "{line}");
+        }
+    }
+}

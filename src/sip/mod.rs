@@ -123,13 +123,15 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     };
     // The request line and the header fields are split here, not by a SIP crate: rsip 0.4
     // refused valid RFC 4475 messages (LWS around the Via's `/`, `;` in a URI's user part,
-    // long values) and spent ~3 µs a REGISTER. The values are kept as written; the few the
+    // long values) and took twice our whole parse for a REGISTER. The values are kept as written; the few the
     // registrar reads are checked by `grammar` below.
     let (head, body) = bytes.split_at(head_end);
     let Ok(head) = std::str::from_utf8(head) else {
         return Err(salvage(bytes, "Header section is not UTF-8"));
     };
-    let mut head_lines = head.split("\r\n");
+    // Every LF here ends a CRLF (bare ones were refused above); a char split finds them with
+    // memchr, where a "\r\n" pattern took a fifth of the parse time.
+    let mut head_lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let Some((method_token, uri, version)) = head_lines.next().and_then(request_line) else {
         return Err(salvage(bytes, "Malformed Request-Line"));
     };

@@ -14,7 +14,7 @@
 //! | [`transport`] | UDP/TCP/TLS accept loops (SIP and HTTP listeners alike) and the stream [`transport::codec`]; no SIP logic |
 //! | [`tftp`] | read-only TFTP (RFC 1350, 2347–2349) serving rendered config files from a callback |
 //! | [`web`] | HTTP/1.1 connections (hyper) serving an axum router on the side listeners |
-//! | [`sip`] | bytes → [`sip::Request`] (rsip behind it), responses in UCM's order |
+//! | [`sip`] | bytes → [`sip::Request`], responses in UCM's order |
 //! | [`policy`] | the port rule table, a pure function |
 //! | [`auth`] | bearer tokens: UCM-format issue and validation, outside issuers, cache ([`auth::Authenticator`] is the seam) |
 //! | [`oauth`] | the token service on 8443: grants, login form, revocation, key regeneration, its persisted store |

@@ -63,6 +63,17 @@ impl Registrar {
         self.read().handle(bytes, peer)
     }
 
+    /// A datagram the transport could not frame: `400` if it is a request with a Via (see
+    /// [`Engine::handle_unframed`]).
+    pub fn handle_unframed(
+        &self,
+        bytes: &[u8],
+        peer: &Peer,
+        reason: &'static str,
+    ) -> Option<Vec<u8>> {
+        self.read().handle_unframed(bytes, peer, reason)
+    }
+
     /// Makes `cluster` the model of every next request. Bindings follow their device by name
     /// (a device that moved in the list keeps its registration); bindings of devices no
     /// longer configured are dropped. Requests in flight finish on the old model first.

@@ -144,19 +144,33 @@ impl Engine {
 
     /// Handles one framed message; returns the bytes to send back, if any.
     fn handle(&self, bytes: &[u8], peer: &Peer) -> Option<Vec<u8>> {
-        let (echo, outcome) = match sip::parse(bytes) {
+        self.answer(sip::parse(bytes), peer)
+    }
+
+    /// Answers a datagram the transport could not frame (a Content-Length beyond the datagram,
+    /// not a number, or no blank line): `400` if it is a request with a Via, as RFC 3261 §18.3
+    /// and RFC 4475 §3.1.2.2, §3.1.2.3 and §3.3.9 ask.
+    fn handle_unframed(&self, bytes: &[u8], peer: &Peer, reason: &'static str) -> Option<Vec<u8>> {
+        self.answer(Err(sip::unframed(bytes, reason)), peer)
+    }
+
+    fn answer(&self, parsed: Result<Request, ParseError>, peer: &Peer) -> Option<Vec<u8>> {
+        let (echo, outcome) = match parsed {
             Ok(req) => {
                 let outcome = match req.method {
-                    Method::Register => self.register(&req, peer),
-                    Method::Options => {
-                        Outcome::new(Reply::new(200, "OK").header("Allow", ALLOW), "options")
-                    }
                     // ACK is never answered (RFC 3261 §17.2.1).
                     Method::Ack => return None,
                     Method::Other => Outcome::new(
                         Reply::new(405, "Method Not Allowed").header("Allow", ALLOW),
                         "method_not_allowed",
                     ),
+                    _ => match self.unsupported(&req, peer) {
+                        Some(refusal) => refusal,
+                        None if req.method == Method::Register => self.register(&req, peer),
+                        None => {
+                            Outcome::new(Reply::new(200, "OK").header("Allow", ALLOW), "options")
+                        }
+                    },
                 };
                 (req.echo, outcome)
             }
@@ -216,6 +230,22 @@ impl Engine {
         ))
     }
 
+    /// RFC 3261 §8.2.2, after the method (§8.2.1): a Request-URI scheme other than SIP's is
+    /// `416`, and any `Require` option is `420` listing it, since none is supported.
+    fn unsupported(&self, req: &Request, peer: &Peer) -> Option<Outcome> {
+        if !req.request_uri_is_sip {
+            let reply = Reply::new(416, "Unsupported URI Scheme")
+                .header("Warning", self.warning(peer, "Unsupported URI scheme"));
+            return Some(Outcome::new(reply, "unsupported_uri_scheme"));
+        }
+        if !req.require.is_empty() {
+            let reply =
+                Reply::new(420, "Bad Extension").header("Unsupported", req.require.join(", "));
+            return Some(Outcome::new(reply, "bad_extension"));
+        }
+        None
+    }
+
     fn register(&self, req: &Request, peer: &Peer) -> Outcome {
         match self.try_register(req, peer) {
             Ok(o) | Err(o) => o,
@@ -223,7 +253,18 @@ impl Engine {
     }
 
     fn try_register(&self, req: &Request, peer: &Peer) -> Result<Outcome, Outcome> {
-        let contacts = parse_contacts(req).map_err(|e| self.contact_error(peer, e))?;
+        let contacts = parse_contacts(req).map_err(|e| {
+            // RFC 3261 §10.3 takes the AOR from To (step 3) before it reads a Contact (step
+            // 6): a To that is no SIP URI is the first fault (RFC 4475 §3.3.4). Checked on
+            // this error path only; `identify` reads To for every other request.
+            match grammar::parse_name_addr(&req.echo.to) {
+                Err(_) => self.bad_request(peer, "Malformed To header"),
+                Ok(to) if grammar::parse_sip_uri(to.uri).is_err() => {
+                    self.bad_request(peer, "To is not a sip: or sips: URI")
+                }
+                Ok(_) => self.contact_error(peer, e),
+            }
+        })?;
         // On the OAuth ports the token comes before anything is looked up: without one, a
         // missing device or line, a device of another profile and a registered one all get the
         // same 407, so an unauthenticated scanner learns nothing (README, "What each port

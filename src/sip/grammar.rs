@@ -285,6 +285,71 @@ pub fn parse_sip_uri(uri: &str) -> Result<SipUri<'_>, GrammarError> {
     }
 }
 
+/// Checks a Via header value: one or more comma-separated `sent-protocol LWS sent-by
+/// *(SEMI via-params)` (RFC 3261 §20.42, §25.1), LWS allowed around `/`, `:`, `;`, `=` and `,`.
+/// Nothing is kept: a response echoes the value as received.
+pub fn check_via(value: &str) -> Result<(), GrammarError> {
+    let mut c = Cursor::new(value);
+    loop {
+        c.skip_lws();
+        for (i, expected) in ["protocol name", "protocol version", "transport"]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                c.skip_lws();
+                if c.peek() != Some(b'/') {
+                    return Err(c.unexpected("'/' in the sent-protocol"));
+                }
+                c.pos += 1;
+                c.skip_lws();
+            }
+            if c.take_while(TOKEN).is_empty() {
+                return Err(c.unexpected(expected));
+            }
+        }
+        let before_lws = c.pos;
+        c.skip_lws();
+        if c.pos == before_lws {
+            return Err(c.unexpected("whitespace before the sent-by"));
+        }
+        if c.peek() == Some(b'[') {
+            let Some(off) = memchr::memchr(b']', c.rest()) else {
+                return Err(c.unexpected("']' closing the IPv6 reference"));
+            };
+            c.pos += off + 1;
+        } else if c.take_while(HOST).is_empty() {
+            return Err(c.unexpected("sent-by host"));
+        }
+        c.skip_lws();
+        if c.peek() == Some(b':') {
+            c.pos += 1;
+            c.skip_lws();
+            let port = c.take_while(HOST);
+            if parse_port(port).is_err() {
+                return Err(c.unexpected("sent-by port"));
+            }
+            c.skip_lws();
+        }
+        loop {
+            match c.peek() {
+                None => return Ok(()),
+                Some(b',') => {
+                    c.pos += 1;
+                    break;
+                }
+                Some(b';') => {
+                    c.pos += 1;
+                    c.skip_lws();
+                    c.generic_param()?;
+                    c.skip_lws();
+                }
+                Some(_) => return Err(c.unexpected("';', ',' or end of header")),
+            }
+        }
+    }
+}
+
 /// The bearer credential from a Proxy-Authorization or Authorization header value. The scheme
 /// is compared case-insensitively; another scheme -> [`GrammarError::NotBearer`]; `Bearer` with
 /// nothing, or with auth-params but no `token`, -> [`GrammarError::MissingToken`].
@@ -675,7 +740,9 @@ impl<'a> Cursor<'a> {
             return Err(GrammarError::UnterminatedAngle { at: open });
         };
         let close = open + 1 + off;
-        let uri = self.slice(open + 1, close)?.trim_matches(is_lws_char);
+        // LAQUOT and RAQUOT take whitespace outside the brackets only: `< sip:a@h >` is an
+        // addr-spec with spaces (RFC 4475 §3.1.2.14), refused by the shape check.
+        let uri = self.slice(open + 1, close)?;
         check_uri_shape(uri)?;
         self.pos = close + 1;
         Ok(uri)
@@ -688,7 +755,8 @@ impl<'a> Cursor<'a> {
             if b == b';' || b == b',' || is_lws(b) {
                 break;
             }
-            if matches!(b, b'<' | b'>' | b'"') {
+            // A URI with `?headers` must be in `<>` (RFC 3261 §20, RFC 4475 §3.1.2.13).
+            if matches!(b, b'<' | b'>' | b'"' | b'?') {
                 return Err(self.unexpected("addr-spec character"));
             }
             self.pos += 1;
@@ -867,12 +935,12 @@ orig-hostport=10.1.1.5:51234",
         },
         Case {
             name: "odd whitespace and tabs",
-            input: " \t\"CSF\"\t <\tsip:a@h:5060;transport=tls > \t; \texpires \t=\t 60 \t;  \
+            input: " \t\"CSF\"\t <sip:a@h:5060;transport=tls> \t; \texpires \t=\t 60 \t;  \
 video\t ;q = \"0.5\"  \t",
             display: Some("CSF"),
             uri: "sip:a@h:5060;transport=tls",
             params: &[("expires", Some("60")), ("video", None), ("q", Some("0.5"))],
-            raw: "\"CSF\"\t <\tsip:a@h:5060;transport=tls > \t; \texpires \t=\t 60 \t;  \
+            raw: "\"CSF\"\t <sip:a@h:5060;transport=tls> \t; \texpires \t=\t 60 \t;  \
 video\t ;q = \"0.5\"",
         },
         Case {
@@ -1125,9 +1193,45 @@ video\t ;q = \"0.5\"",
             ("<sip:a@h>;é=1", unx(10, 'é', "parameter name")),
             ("<sip:a@h>, <sip:b@h>", unx(9, ',', PARAM_OR_END)),
             ("sip:a@h>", unx(7, '>', "addr-spec character")),
+            // RFC 4475 §3.1.2.13-15: headers outside `<>`, spaces inside, a comma in a name.
+            (
+                "sip:a@h?Route=%3Csip:x%3E",
+                unx(7, '?', "addr-spec character"),
+            ),
+            ("\"W, T\" < sip:a@h >", E::BadUri(IN_URI)),
+            ("\"W, T\" <sip:a@h\t>", E::BadUri(IN_URI)),
+            ("Bell, Alexander <sip:a@h>", E::BadUri("missing scheme")),
         ];
         for (input, want) in cases {
             assert_eq!(parse_name_addr(input).as_ref(), Err(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn via_values() {
+        for ok in [
+            "SIP/2.0/TLS 10.10.10.10:62162;branch=z9hG4bK00001188;rport",
+            "SIP  /   2.0 /UDP 192.0.2.2;branch=390skdjuw",
+            "SIP / 2.0 / TCP h.example.com ; branch = a , SIP/2.0/UDP 192.0.2.1 ; branch= b",
+            "SIP/2.0/UDP [2001:db8::1]:5060;received=2001:db8::2;x=\"q, ;\"",
+            "SIP/2.0/UNKNOWN h:1;branch=z9hG4bK-.!%66*_+`'~",
+        ] {
+            assert_eq!(check_via(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "SIP/2.0/UDP 192.0.2.15;;,;,,",
+            "SIP/2.0/UDP h;branch=a,",
+            "SIP/2.0/UDP h;",
+            "SIP/2.0/UDP h,,SIP/2.0/UDP g",
+            "SIP/2.0/UDPh",
+            "SIP/2.0 h",
+            "SIP/2.0/UDP h:99999",
+            "SIP/2.0/UDP h:",
+            "SIP/2.0/UDP [::1",
+            "SIP/2.0/UDP h x",
+        ] {
+            assert!(check_via(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -740,12 +740,46 @@ fn no_panic_on_mutated_registers() {
     }
 }
 
+/// RFC 4475's messages (`tests/data/rfc4475/`), whole and mutated: the parser's hardest valid
+/// and invalid inputs as seeds.
+#[test]
+fn no_panic_on_mutated_torture_messages() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475");
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(seeds.len(), 49);
+    seeds.sort();
+    let mut rng = fastrand::Rng::with_seed(0x4475);
+    let interesting = b"\r\n:;,<>\"\\ \t\0@?/=";
+    for bytes in &seeds {
+        check_invariants(bytes);
+        for _ in 0..200 {
+            let mut bytes = bytes.clone();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..3) {
+                    0 => bytes[at] = interesting[rng.usize(..interesting.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, interesting[rng.usize(..interesting.len())]),
+                }
+            }
+            check_invariants(&bytes);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
-// parse: the salvage path (rsip refuses, a line scan still answers 400)
+// parse: the salvage path (the request cannot be parsed, a line scan still answers 400)
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn rsip_refusals_with_a_via_are_salvaged_into_a_400() {
+fn malformed_request_uris_with_a_via_get_a_400() {
     let cases = [
         ("REGISTER sip:10.10.10.1:99999 SIP/2.0", "port beyond u16"),
         ("REGISTER sip:@ SIP/2.0", "no host"),
@@ -754,24 +788,119 @@ fn rsip_refusals_with_a_via_are_salvaged_into_a_400() {
             "name-addr as Request-URI",
         ),
         ("REGISTER sip:[::1 SIP/2.0", "unclosed IPv6 reference"),
+        ("REGISTER 10.10.10.1 SIP/2.0", "no scheme"),
+        (
+            "REGISTER 1sip:10.10.10.1 SIP/2.0",
+            "scheme not starting with a letter",
+        ),
     ];
     for (line, name) in cases {
         let bytes = Msg::register_1().request_line(line).bytes();
-        assert!(
-            rsip::Request::try_from(bytes.as_slice()).is_err(),
-            "{name}: rsip accepts it, so this case does not reach the salvage path"
-        );
         let (echo, reason) = bad_request(&bytes);
-        assert_eq!(reason, "Malformed message", "{name}");
+        assert_eq!(reason, "Malformed Request-URI", "{name}");
         assert_eq!(echo, spec_echo(VIA_1, "2270 REGISTER"), "{name}");
+    }
+    let bytes = Msg::register_1()
+        .request_line("REGISTER sip:10.10.10.1?Route=%3Csip:x%3E SIP/2.0")
+        .bytes();
+    assert_eq!(bad_request(&bytes).1, "Headers in the Request-URI");
+}
+
+#[test]
+fn request_uris_of_other_schemes_parse_and_are_marked() {
+    for (uri, is_sip) in [
+        ("sip:10.10.10.1", true),
+        ("SIPS:10.10.10.1", true),
+        // The user part may hold `?` and `;` (RFC 4475 §3.1.1.2, §3.1.1.9).
+        ("sip:user;par=u%40example.net@example.com", true),
+        ("sip:a?b@example.com", true),
+        ("tel:+1-201-555-0123", false),
+        ("soap.beep://192.0.2.103:3002", false),
+        ("nobodyknowsthisscheme:totallyopaquecontent", false),
+    ] {
+        let req = ok(&Msg::register_1().request_line(&format!("REGISTER {uri} SIP/2.0")));
+        assert_eq!((req.uri.as_str(), req.request_uri_is_sip), (uri, is_sip));
     }
 }
 
 #[test]
-fn salvage_after_a_header_line_rsip_refuses() {
+fn request_lines_with_extra_spaces_get_a_400() {
+    for line in [
+        "REGISTER  sip:10.10.10.1 SIP/2.0",
+        "REGISTER sip:10.10.10.1  SIP/2.0",
+        "REGISTER sip:10.10.10.1 SIP/2.0 ",
+        "REGISTER sip:10.10.10.1; lr SIP/2.0",
+    ] {
+        let bytes = Msg::register_1().request_line(line).bytes();
+        assert_eq!(bad_request(&bytes).1, "Malformed Request-Line", "{line:?}");
+    }
+}
+
+#[test]
+fn require_option_tags_are_collected_from_every_require_header() {
+    let req = ok(&Msg::register_1()
+        .with("Require: foo ,bar")
+        .with("require:baz")
+        .with("Proxy-Require: not-ours"));
+    assert_eq!(req.require, ["foo", "bar", "baz"]);
+    assert!(ok(&Msg::register_1()).require.is_empty());
+}
+
+#[test]
+fn malformed_via_from_and_to_get_a_400() {
+    let via = |v: &str| Msg::register_1().set("Via", &format!("Via: {v}"));
+    for v in [
+        "SIP/2.0/UDP 192.0.2.15;;,;,,",
+        "SIP/2.0/UDP 192.0.2.15;branch=a,",
+        "SIP/2.0 192.0.2.15",
+        "SIP/2.0/UDP",
+        "SIP/2.0/UDP 192.0.2.15:99999",
+        "SIP/2.0/UDP [2001:db8::1",
+    ] {
+        assert_eq!(
+            bad_request(&via(v).bytes()).1,
+            "Malformed Via header",
+            "{v}"
+        );
+    }
+    for v in [
+        "SIP  /   2.0 /UDP 192.0.2.2;branch=390skdjuw",
+        "SIP / 2.0 / TCP spindle.example.com ; branch = z9hG4bK9ikj8 , SIP/2.0/UDP 192.168.255.111 ; branch= z9hG4bK30239",
+        "SIP/2.0/UDP [2001:db8::9:1]:5060;branch=z9hG4bKas3;received=2001:db8::9:255",
+        "SIP/2.0/TLS 10.10.10.10 : 62162;rport;branch=z9hG4bK1",
+    ] {
+        assert_eq!(ok(&via(v)).echo.vias, [v], "{v}");
+    }
+    let to = |v: &str| Msg::register_1().set("To", &format!("To: {v}"));
+    for (v, reason) in [
+        (
+            "\"Mr. J. User <sip:j.user@example.com>",
+            "Malformed To header",
+        ),
+        (
+            "\"Watson, Thomas\" < sip:t.watson@example.org >",
+            "Malformed To header",
+        ),
+        (
+            "Watson, Thomas <sip:t.watson@example.org>",
+            "Malformed To header",
+        ),
+    ] {
+        assert_eq!(bad_request(&to(v).bytes()).1, reason, "{v}");
+    }
+    let from = Msg::register_1().set("From", "From: Bell, Alexander <sip:a@example.com>;tag=4");
+    assert_eq!(bad_request(&from.bytes()).1, "Malformed From header");
+}
+
+#[test]
+fn salvage_after_a_malformed_header_line() {
     let bytes = Msg::register_2().with("X-Bad Header: 1").bytes();
     let (echo, reason) = bad_request(&bytes);
-    assert_eq!(reason, "Malformed message");
+    assert_eq!(reason, "Malformed header line");
+    assert_eq!(echo, spec_echo(VIA_2, "2271 REGISTER"));
+    let bytes = Msg::register_2().with("No colon here").bytes();
+    let (echo, reason) = bad_request(&bytes);
+    assert_eq!(reason, "Malformed header line");
     assert_eq!(echo, spec_echo(VIA_2, "2271 REGISTER"));
 }
 
@@ -792,7 +921,7 @@ fn salvage_understands_compact_forms_and_keeps_via_order() {
         b"",
     );
     let (echo, reason) = bad_request(&msg.bytes());
-    assert_eq!(reason, "Malformed message");
+    assert_eq!(reason, "Malformed Request-URI");
     assert_eq!(echo.vias, [VIA_1, second]);
     assert_eq!(echo.from, FROM);
     assert_eq!(echo.to, TO, "values are trimmed");
@@ -823,11 +952,21 @@ fn salvage_without_a_via_answers_nothing() {
 
 #[test]
 fn salvage_needs_a_sip_request_line() {
-    // A request line with a space in the URI has four parts: not something to answer.
+    // A token first and a SIP version last, with something between (RFC 4475 §3.1.2.8: LWS in
+    // the URI is answered with 400); anything else is not a request to answer.
+    for line in [
+        "REGISTER sip:a SIP",
+        "REGISTER SIP/2.0",
+        "REG<ISTER sip:a SIP/2.0",
+        "",
+    ] {
+        let bytes = Msg::register_1().request_line(line).bytes();
+        assert_eq!(parse_err(&bytes), ParseError::NotARequest, "{line:?}");
+    }
     let bytes = Msg::register_1()
         .request_line("REGISTER sip:a b SIP/2.0")
         .bytes();
-    assert_eq!(parse_err(&bytes), ParseError::NotARequest);
+    assert_eq!(bad_request(&bytes).1, "Malformed Request-Line");
 }
 
 #[test]

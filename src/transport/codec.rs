@@ -28,6 +28,8 @@ pub const PING: &[u8] = b"\r\n\r\n";
 pub const PONG: &[u8] = b"\r\n";
 
 const CRLF: &[u8] = b"\r\n";
+/// The [`CodecError::Malformed`] text of a datagram without the blank line ending its headers.
+pub const UNTERMINATED: &str = "header section not terminated";
 const HEADER_END: &[u8] = b"\r\n\r\n";
 
 /// One unit read from a stream.
@@ -153,7 +155,7 @@ impl Decoder for SipCodec {
                     let from = scanned.min(window_end);
                     let window = &buf[from..window_end];
                     let Some(i) = self.header_end.find(window) else {
-                        if memchr::memchr(0, window).is_some() {
+                        if bare_nul(&buf[..window_end], from) {
                             return Err(CodecError::Malformed("NUL byte in header section"));
                         }
                         if window_end == max {
@@ -165,7 +167,7 @@ impl Decoder for SipCodec {
                         };
                         return Ok(None);
                     };
-                    if memchr::memchr(0, &window[..i]).is_some() {
+                    if bare_nul(&buf[..from + i], from) {
                         return Err(CodecError::Malformed("NUL byte in header section"));
                     }
                     let end = from + i;
@@ -243,10 +245,10 @@ pub fn frame_datagram(buf: &[u8], limits: Limits) -> Result<Option<&[u8]>, Codec
         return Err(if msg.len() > max {
             too_large()
         } else {
-            CodecError::Malformed("header section not terminated")
+            CodecError::Malformed(UNTERMINATED)
         });
     };
-    if memchr::memchr(0, &msg[..end]).is_some() {
+    if bare_nul(&msg[..end], 0) {
         return Err(CodecError::Malformed("NUL byte in header section"));
     }
     let content_length = parse_header_section(&msg[..end], limits.max_headers)?;
@@ -262,6 +264,13 @@ pub fn frame_datagram(buf: &[u8], limits: Limits) -> Result<Option<&[u8]>, Codec
         return Err(CodecError::TruncatedBody);
     }
     Ok(Some(&msg[..total]))
+}
+
+/// A NUL in `bytes[from..]` other than in a quoted-pair (`\` NUL, which RFC 3261 §25.1 allows
+/// in a quoted string: RFC 4475 §3.1.1.2). Binary junk has bare NULs.
+fn bare_nul(bytes: &[u8], from: usize) -> bool {
+    memchr::memchr_iter(0, bytes.get(from..).unwrap_or_default())
+        .any(|i| from + i == 0 || bytes[from + i - 1] != b'\\')
 }
 
 /// Checks the shape of a header section (without its final CRLFCRLF), counts its header fields
@@ -786,6 +795,17 @@ mod tests {
         // A NUL in the body is fine.
         let input = with_content_length("l: 3", "a\0b");
         assert_eq!(decode_one(&input).unwrap(), Some(message(&input)));
+        // So is a quoted-pair NUL in a display name (RFC 4475 §3.1.1.2), also when the stream
+        // splits it from its backslash.
+        let input = b"OPTIONS sip:a SIP/2.0\r\nTo: \"NUL:\\\0\" <sip:a>\r\n\r\n";
+        assert_eq!(decode_one(input).unwrap(), Some(message(input)));
+        assert_eq!(frame_datagram(input, LIMITS).unwrap(), Some(&input[..]));
+        let split = input.iter().position(|&b| b == 0).unwrap();
+        let mut codec = SipCodec::new(LIMITS);
+        let mut buf = BytesMut::from(&input[..split]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&input[split..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(message(input)));
     }
 
     #[test]

@@ -107,14 +107,6 @@ pub async fn serve_udp(
                 }
             },
         };
-        let message = match codec::frame_datagram(&buf[..len], limits) {
-            Ok(Some(m)) => m,
-            Ok(None) => continue,
-            Err(error) => {
-                tracing::debug!(%addr, %error, "dropped datagram");
-                continue;
-            }
-        };
         let peer = Peer {
             addr,
             node,
@@ -122,11 +114,33 @@ pub async fn serve_udp(
             transport: Transport::Udp,
             cert_names: None,
         };
-        if let Some(reply) = registrar.handle(message, &peer)
+        let reply = match codec::frame_datagram(&buf[..len], limits) {
+            Ok(Some(message)) => registrar.handle(message, &peer),
+            Ok(None) => None,
+            Err(error) => match answerable(&error) {
+                Some(reason) => registrar.handle_unframed(&buf[..len], &peer, reason),
+                None => {
+                    tracing::debug!(%addr, %error, "dropped datagram");
+                    None
+                }
+            },
+        };
+        if let Some(reply) = reply
             && let Err(error) = socket.send_to(&reply, addr).await
         {
             tracing::debug!(%addr, %error, "udp send failed");
         }
+    }
+}
+
+/// The `400` reason for a framing error a request can still be answered for: a datagram holds
+/// the whole message, so unlike on a stream the next one does not depend on it.
+fn answerable(error: &codec::CodecError) -> Option<&'static str> {
+    match error {
+        codec::CodecError::TruncatedBody => Some("Content-Length beyond the datagram"),
+        codec::CodecError::InvalidContentLength => Some("Invalid Content-Length"),
+        codec::CodecError::Malformed(codec::UNTERMINATED) => Some("Header section not terminated"),
+        _ => None,
     }
 }
 

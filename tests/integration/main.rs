@@ -23,6 +23,7 @@ mod register;
 mod reload;
 mod streams;
 mod tls_failures;
+mod torture;
 mod udp;
 mod uds;
 mod web;

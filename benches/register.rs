@@ -114,7 +114,7 @@ impl Device {
         Ipv4Addr::new(10, a, b, c)
     }
 
-    /// Jabber's REGISTER (spec §4). `first` adds what the second REGISTER of a registration
+    /// Jabber's REGISTER (docs/ucm.md §4). `first` adds what the second REGISTER of a registration
     /// carries besides the token: `Reason: ...cisco-alarm:111...` and the remotecc multipart.
     fn register(&self, cseq: u32, token: Option<&str>, first: bool) -> Vec<u8> {
         let (i, ip, name, dn) = (self.index, self.ip(), &self.name, &self.dn);

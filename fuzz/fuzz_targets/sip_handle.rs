@@ -5,7 +5,7 @@
 //!
 //! To let the fuzzer past authentication, every `@TOKEN@` in the input is replaced with a valid
 //! access token of the lab user `rado` (owner of `CSFrado`), issued once at start; the seed
-//! corpus has Jabber's REGISTER (spec §4) with and without it.
+//! corpus has Jabber's REGISTER (docs/ucm.md §4) with and without it.
 
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! UCM's admin CLI (`admin:` prompt, spec §8): the command table, its parser, and the local
+//! UCM's admin CLI (`admin:` prompt, docs/ucm.md §8): the command table, its parser, and the local
 //! admin interface the `cli` subcommand uses to reach the running daemon.
 //!
 //! # Pieces
@@ -482,7 +482,7 @@ pub fn is_quit(line: &str) -> bool {
 
 const QUIT: &str = "quit | exit";
 
-/// UCM's answer to `utils sipOAuth-mode enable`, byte for byte (spec §8).
+/// UCM's answer to `utils sipOAuth-mode enable`, byte for byte (docs/ucm.md §8).
 pub const MODE_ENABLED: &str = "SIP OAuth mode enabled.\nPlease restart the Cisco CallManager \
 service on all nodes in the cluster where it is running.\n";
 /// Ours for `disable` (the seeds do not show it), in the same style.

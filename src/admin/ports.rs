@@ -1,5 +1,5 @@
 //! `show open ports regexp <pattern>`: the daemon's own listening sockets, one `lsof`-style
-//! line each, as UCM prints them (spec §8):
+//! line each, as UCM prints them (docs/ucm.md §8):
 //!
 //! ```text
 //! ccm      30622      ccmbase  364u  IPv4  207160      0t0  TCP 10.48.10.10:5090 (LISTEN)

@@ -1,4 +1,4 @@
-//! AXL, UCM's administrative SOAP API (spec §10), as far as Expressway-C needs it: `POST
+//! AXL, UCM's administrative SOAP API (docs/ucm.md §10), as far as Expressway-C needs it: `POST
 //! /axl/` on HTTPS 8443, SOAP 1.1, HTTP Basic authentication of an application user
 //! (`[[app_users]]`), and the operations
 //!

@@ -84,7 +84,7 @@ pub struct NodePorts {
     pub tftp: u16,
 }
 
-/// A phone security profile (spec §2).
+/// A phone security profile (docs/ucm.md §2).
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: Arc<str>,
@@ -147,7 +147,7 @@ pub enum ProductType {
 }
 
 impl ProductType {
-    /// Product types that may carry a profile with OAuth enabled (spec §2).
+    /// Product types that may carry a profile with OAuth enabled (docs/ucm.md §2).
     pub const OAUTH_CAPABLE: &'static [&'static str] = &[
         "Cisco Dual Mode for iPhone",
         "Cisco Dual Mode for Android",

@@ -1,4 +1,4 @@
-//! The cluster's SIP OAuth mode as live state (`ClusterSIPOAuthMode`, spec §1): read by the
+//! The cluster's SIP OAuth mode as live state (`ClusterSIPOAuthMode`, docs/ucm.md §1): read by the
 //! port rule, the config files and `run sql`, changed by `utils sipOAuth-mode enable|disable`.
 //!
 //! Persisted in `<state_dir>/sip-oauth-mode` (`1` or `0`). Like the Expressway-C table, the

@@ -189,10 +189,10 @@ fn lab_profiles() {
     );
     let udt = profile(&s, want[3].name);
     assert_eq!(udt.product_type, ProductType::UniversalDeviceTemplate);
-    // Config-file codes (spec §6): encrypted = 3, TLS = 3; non-secure = 1, TCP+UDP = 4.
+    // Config-file codes (docs/ucm.md §6): encrypted = 3, TLS = 3; non-secure = 1, TCP+UDP = 4.
     assert_eq!((csf.security_mode.code(), csf.transport.code()), (3, 3));
     assert_eq!((udt.security_mode.code(), udt.transport.code()), (1, 4));
-    // Every OAuth profile of the lab obeys spec §2.
+    // Every OAuth profile of the lab obeys docs/ucm.md §2.
     for p in s.cluster.profiles.iter().filter(|p| p.oauth) {
         assert_eq!(p.security_mode, SecurityMode::Encrypted, "{}", p.name);
         assert_eq!(p.transport, TransportType::Tls, "{}", p.name);

@@ -1,4 +1,4 @@
-//! The Expressway-C table (UCM's `expresswaycconfiguration`, spec §3 and §10): the entries the
+//! The Expressway-C table (UCM's `expresswaycconfiguration`, docs/ucm.md §3 and §10): the entries the
 //! MRA port (5091) accepts client certificates for, changed at run time from the admin CLI
 //! and over AXL, persisted in the state directory and published to the TLS verifier.
 //!

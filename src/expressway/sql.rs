@@ -1,6 +1,6 @@
 //! The read-only SQL the emulator answers, from the admin CLI (`run sql …`) and AXL
 //! (`executeSQLQuery`): not an SQL engine, a recogniser of the two queries the seeds show
-//! (spec §8). Keywords, identifiers and the string literal match case-insensitively; spacing
+//! (docs/ucm.md §8). Keywords, identifiers and the string literal match case-insensitively; spacing
 //! is free (`paramname='ClusterSIPOAuthMode'` works); one trailing `;` is allowed.
 
 use super::Record;
@@ -92,7 +92,7 @@ pub fn run(query: Query, rows: &[Record], sip_oauth_mode: bool) -> Rows {
     }
 }
 
-/// The `run sql` layout of the seeds (spec §8): a header line, `=====`, one line per row.
+/// The `run sql` layout of the seeds (docs/ucm.md §8): a header line, `=====`, one line per row.
 /// Every column but the last is padded to its widest cell (header included) and followed by
 /// two spaces; the last is not padded, so no line has trailing spaces. (The seed's own
 /// spacing is not consistent between its header and its row; this rule reproduces its

@@ -92,7 +92,7 @@ pub struct KeyFiles {
     pub encryption: PathBuf,
 }
 
-/// The two keys behind UCM's self-describing tokens (spec §7), as `set key regen authz …`
+/// The two keys behind UCM's self-describing tokens (docs/ucm.md §7), as `set key regen authz …`
 /// and `show key authz …` name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthzKey {

@@ -1,7 +1,7 @@
 //! `set cert regen tomcat`: a new tomcat key and certificate, signed by the lab CA, naming
 //! what the current one names (subject and SANs), written over the configured files. The
 //! daemon then reloads its TLS configurations, so the next handshake on 5090, 5091, 6971 and
-//! 8443 presents it (UCM needs a service restart for that; spec §1).
+//! 8443 presents it (UCM needs a service restart for that; docs/ucm.md §1).
 
 use std::path::{Path, PathBuf};
 

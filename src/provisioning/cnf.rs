@@ -2,7 +2,7 @@
 //! cluster model with quick-xml's [`Writer`] (text and attributes are escaped by the writer,
 //! never pasted). Pure: no I/O, no clock, so the same device always gets the same bytes.
 //!
-//! Element names and order are UCM's (spec §6): the root `<device xsi:type="axl:XIPPhone">`
+//! Element names and order are UCM's (docs/ucm.md §6): the root `<device xsi:type="axl:XIPPhone">`
 //! (UCM declares neither the `xsi` nor the `axl` prefix, and neither do we: parse the file
 //! without namespace processing, as phones do), `fullConfig`, `deviceProtocol`, the
 //! `devicePool` with its `callManagerGroup` (one `member` per node of the device's group, in

@@ -1,5 +1,5 @@
-//! Tokenizer for the SIP header values that rsip 0.4 cannot type (see
-//! `shared/notes/rsip-0.4.md`): Contact / From / To entries with quoted parameter values such as
+//! Tokenizer for the SIP header values the registrar reads (why not rsip: `docs/sip.md`):
+//! Contact / From / To entries with quoted parameter values such as
 //! Jabber's `+sip.instance="<urn:uuid:...>"`, the SIP URIs inside them, and the Bearer credential
 //! of `Proxy-Authorization` / `Authorization` in both Cisco's `token="..."` form and RFC 6750's.
 //!
@@ -883,7 +883,7 @@ x-cisco-reg-id=1";
 
     const CASES: &[Case] = &[
         Case {
-            name: "jabber contact from the spec",
+            name: "jabber contact of docs/ucm.md §4",
             input: JABBER_CONTACT,
             display: None,
             uri: "sip:a8ae9f92-4b07-a0d7-d701-29320aed1e2e@10.10.10.10:62162;transport=tls",

@@ -1,5 +1,5 @@
 //! Responses in UCM's header order: Via, From, To (with a fresh tag), Date, Call-ID, Server,
-//! CSeq, then the response's own headers, Content-Type and Content-Length (spec §4).
+//! CSeq, then the response's own headers, Content-Type and Content-Length (docs/ucm.md §4).
 //!
 //! The top Via gets `received` and `rport` from the request's source address (RFC 3261
 //! §18.2.1, RFC 3581 §4), written straight into the response: nothing is allocated for it.

@@ -1,16 +1,16 @@
 //! Tests for [`parse`] (rsip → [`Request`], compact forms, the 400 salvage path) and
-//! [`response::encode`] (UCM's header order), on the messages of spec §4 and §5.
+//! [`response::encode`] (UCM's header order), on the messages of docs/ucm.md §4 and §5.
 
 use super::response::{Reply, encode, new_tag};
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
-// Messages from the spec
+// Messages from docs/ucm.md
 // ---------------------------------------------------------------------------------------------
 
 const VIA_1: &str = "SIP/2.0/TLS 10.10.10.10:62162;branch=z9hG4bK00001188";
 const VIA_2: &str = "SIP/2.0/TLS 10.10.10.10:62162;branch=z9hG4bK00004a82";
-/// The source address of the spec's Jabber requests: the one their Via names, so responses to
+/// The source address of the Jabber requests of docs/ucm.md §4: the one their Via names, so responses to
 /// them echo the Via unchanged.
 const JABBER: std::net::SocketAddr = std::net::SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 10, 10, 10)),
@@ -34,7 +34,7 @@ ActiveLoad=Jabber_for_Windows-12.8.0.51973 InactiveLoad=Jabber_for_Windows-12.8.
 Last=Application-Requested-Destroy\"";
 const MULTIPART: &str = "multipart/mixed; boundary=uniqueBoundary";
 
-/// The two remotecc parts Jabber sends with its authenticated REGISTER (spec §4).
+/// The two remotecc parts Jabber sends with its authenticated REGISTER (docs/ucm.md §4).
 const REMOTECC_BODY: &str = "--uniqueBoundary\r\n\
 Content-Type: application/x-cisco-remotecc-request+xml\r\n\
 Content-Disposition: session;handling=required\r\n\
@@ -214,7 +214,7 @@ fn spec_echo(via: &str, cseq: &str) -> Echo {
 }
 
 // ---------------------------------------------------------------------------------------------
-// parse: the spec's REGISTERs
+// parse: the REGISTERs of docs/ucm.md §4
 // ---------------------------------------------------------------------------------------------
 
 #[test]

@@ -5,7 +5,7 @@
 //! - 5090 (tomcat certificate): server certificate only;
 //! - 5091 (tomcat certificate): a client certificate is required, must chain to tomcat-trust
 //!   and must name an Expressway-C entry by CN or SAN; otherwise the handshake fails with a
-//!   fatal `unknown_ca` alert, as UCM's does (spec §3);
+//!   fatal `unknown_ca` alert, as UCM's does (docs/ucm.md §3);
 //! - HTTPS 8443 (tomcat certificate): server certificate only, ALPN `http/1.1`.
 //!
 //! Listeners read their configuration from a [`TlsSlot`] at every handshake, so a reload (or a
@@ -305,7 +305,7 @@ impl ClientCertVerifier for ExpresswayVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        // UCM answers every untrusted Expressway-C certificate with `unknown_ca` (spec §3);
+        // UCM answers every untrusted Expressway-C certificate with `unknown_ca` (docs/ucm.md §3);
         // webpki's finer reasons (a self-signed CA used as a leaf, an expired chain...) would
         // make rustls send other alerts, so they are logged and folded into that one.
         let verified = self
@@ -324,7 +324,7 @@ impl ClientCertVerifier for ExpresswayVerifier {
             Ok(verified)
         } else {
             tracing::debug!(?names, "client certificate names no Expressway-C entry");
-            // rustls sends `unknown_ca` for this error, which is what UCM sends (spec §3).
+            // rustls sends `unknown_ca` for this error, which is what UCM sends (docs/ucm.md §3).
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::UnknownIssuer,
             ))

@@ -197,7 +197,7 @@ async fn handshake(
         Ok(Err((error, stream))) => {
             tracing::debug!(%addr, listener = service.name(), %error, "TLS handshake failed");
             if service == Service::Sip(ListenerKind::MraOAuth) {
-                // UCM resets the connection after its fatal alert on the MRA port (spec §3);
+                // UCM resets the connection after its fatal alert on the MRA port (docs/ucm.md §3);
                 // rustls has already written the alert, a zero linger turns the close into RST.
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             }

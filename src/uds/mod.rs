@@ -1,5 +1,5 @@
 //! User Data Services (UDS) on the HTTPS (8443) listener: the resources Jabber reads before it
-//! registers (spec §9), as Cisco's public UDS documentation shapes them.
+//! registers (docs/ucm.md §9), as Cisco's public UDS documentation shapes them.
 //!
 //! # Covered
 //!

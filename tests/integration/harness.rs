@@ -208,7 +208,7 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A REGISTER as Jabber sends it (spec §4), with the parts tests vary.
+/// A REGISTER as Jabber sends it (docs/ucm.md §4), with the parts tests vary.
 #[derive(Clone, Debug)]
 pub struct Register {
     pub device: Option<String>,

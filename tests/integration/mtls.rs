@@ -1,6 +1,6 @@
 //! Mutual TLS on the MRA port (5091): an Expressway-C certificate chained to tomcat-trust and
 //! named in the Expressway-C table is accepted; anything else fails the handshake with a fatal
-//! `unknown_ca` alert from the server (spec §3).
+//! `unknown_ca` alert from the server (docs/ucm.md §3).
 
 use rustls::AlertDescription;
 use sip_oauth_registrar::net::ListenerKind::{MraOAuth, SipSecure};
@@ -144,7 +144,7 @@ async fn a_refused_expressway_is_reset_after_the_alert() {
         alert_of(&first.unwrap_err()),
         Some(AlertDescription::UnknownCA)
     );
-    // Then the TCP connection is reset, not closed with FIN (spec §3).
+    // Then the TCP connection is reset, not closed with FIN (docs/ucm.md §3).
     let tcp = tls.get_mut().0;
     let second = tokio::time::timeout(WAIT, tcp.read(&mut buf))
         .await

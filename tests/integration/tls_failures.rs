@@ -1,4 +1,4 @@
-//! The documented TLS failures (issue #17, spec §3), each reproduced with a real TLS client,
+//! The documented TLS failures (issue #17, docs/ucm.md §3), each reproduced with a real TLS client,
 //! `openssl s_client`, against the real server, plus the 5061 rows of the port table with the
 //! lab's device certificates (LSCs) and the `certs init` / `certs show` commands.
 //!
@@ -228,7 +228,7 @@ fn basic_admin() -> String {
     format!("Basic {token}")
 }
 
-/// `addExpresswayCConfiguration` over AXL on 8443, as Expressway-C sends it (spec §10).
+/// `addExpresswayCConfiguration` over AXL on 8443, as Expressway-C sends it (docs/ucm.md §10).
 async fn axl_add(s: &TestServer, host: &str, names: &str) -> HttpAnswer {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
@@ -258,7 +258,7 @@ async fn axl_add(s: &TestServer, host: &str, names: &str) -> HttpAnswer {
 }
 
 /// Expressway-C does not trust UCM's tomcat certificate: the *client* aborts with its own
-/// `unknown_ca` alert after the server's Certificate (spec §3), on the MRA and OAuth ports.
+/// `unknown_ca` alert after the server's Certificate (docs/ucm.md §3), on the MRA and OAuth ports.
 #[tokio::test]
 async fn client_not_trusting_tomcat_sends_unknown_ca() {
     let s = TestServer::lab().await;
@@ -301,7 +301,7 @@ async fn client_not_trusting_tomcat_sends_unknown_ca() {
 }
 
 /// UCM does not trust Expressway-C's certificate: our fatal `unknown_ca`, then the TCP
-/// connection is reset rather than closed (spec §3). A leaf of a foreign CA naming the listed
+/// connection is reset rather than closed (docs/ucm.md §3). A leaf of a foreign CA naming the listed
 /// Expressway-C, and a self-signed certificate as `openssl req -x509` makes it.
 #[tokio::test]
 async fn untrusted_client_ca_gets_our_unknown_ca_then_a_reset() {

@@ -127,6 +127,11 @@ impl Provisioning {
             .or_else(|| self.folded.get(&name.to_ascii_lowercase()).copied())
     }
 
+    /// The cluster's SIP OAuth mode now.
+    pub fn oauth_mode(&self) -> bool {
+        self.mode.get()
+    }
+
     /// Whether `device`'s file needs its owner's token (and HTTPS).
     pub fn under_oauth(&self, device: DeviceId) -> bool {
         self.mode.get() && self.cluster.profile_of(device).oauth

@@ -258,7 +258,13 @@ async fn devices(
 ) -> Response {
     match uds.authorize(&id, &headers).await {
         Ok(user) => answer(
-            xml::devices(&uds.site, &uds.cluster, &uds.provisioning.ports(), user),
+            xml::devices(
+                &uds.site,
+                &uds.cluster,
+                &uds.provisioning.ports(),
+                uds.provisioning.oauth_mode(),
+                user,
+            ),
             true,
         ),
         Err(reject) => reject.into_response(),

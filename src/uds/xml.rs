@@ -179,6 +179,7 @@ pub(crate) fn devices(
     site: &Site,
     cluster: &Cluster,
     ports: &[NodePorts],
+    oauth_mode: bool,
     user: &User,
 ) -> io::Result<Vec<u8>> {
     let id = encode_segment(&user.id);
@@ -191,7 +192,7 @@ pub(crate) fn devices(
                     if d.owner != user.id {
                         continue;
                     }
-                    device(w, site, cluster, ports, &id, DeviceId(i as u32))?;
+                    device(w, site, cluster, ports, oauth_mode, &id, DeviceId(i as u32))?;
                 }
                 Ok(())
             })?;
@@ -204,6 +205,7 @@ fn device(
     site: &Site,
     cluster: &Cluster,
     ports: &[NodePorts],
+    oauth_mode: bool,
     user: &str,
     id: DeviceId,
 ) -> io::Result<()> {
@@ -224,7 +226,7 @@ fn device(
                 .with_attribute(("editable", "true"))
                 .write_text_content(BytesText::new(&d.name))?;
             text(w, "protocol", "SIP")?;
-            if let Some(url) = config_file_url(cluster, ports, id) {
+            if let Some(url) = config_file_url(cluster, ports, oauth_mode, id) {
                 w.create_element("configFile")
                     .write_inner_content(|w| text(w, "uri", &url))?;
             }
@@ -238,8 +240,14 @@ fn device(
 /// otherwise; from the first node of the device's group.
 ///
 /// `ports` are the ports the nodes publish, in `cluster.nodes` order
-/// ([`crate::provisioning::Provisioning::ports`]: the bound ones).
-pub fn config_file_url(cluster: &Cluster, ports: &[NodePorts], device: DeviceId) -> Option<String> {
+/// ([`crate::provisioning::Provisioning::ports`]: the bound ones); `oauth_mode` is the
+/// cluster's mode now (`utils sipOAuth-mode` changes it at run time).
+pub fn config_file_url(
+    cluster: &Cluster,
+    ports: &[NodePorts],
+    oauth_mode: bool,
+    device: DeviceId,
+) -> Option<String> {
     let id = cluster
         .nodes_of(device)
         .first()
@@ -248,7 +256,7 @@ pub fn config_file_url(cluster: &Cluster, ports: &[NodePorts], device: DeviceId)
     let node = cluster.node(id);
     let published = ports.get(usize::from(id.0)).unwrap_or(&node.ports);
     let name = &cluster.device(device).name;
-    let oauth = cluster.params.sip_oauth_mode && cluster.profile_of(device).oauth;
+    let oauth = oauth_mode && cluster.profile_of(device).oauth;
     Some(if oauth {
         format!(
             "https://{}/{name}.cnf.xml",
@@ -389,7 +397,14 @@ mod tests {
     fn config_urls() {
         let (cluster, _) = lab();
         let ports: Vec<NodePorts> = cluster.nodes.iter().map(|n| n.ports).collect();
-        let url = |name| config_file_url(&cluster, &ports, cluster.device_by_name(name).unwrap());
+        let url = |name| {
+            config_file_url(
+                &cluster,
+                &ports,
+                cluster.params.sip_oauth_mode,
+                cluster.device_by_name(name).unwrap(),
+            )
+        };
         assert_eq!(
             url("CSFrado").as_deref(),
             Some("https://127.0.0.1:6971/CSFrado.cnf.xml")
@@ -415,7 +430,7 @@ mod tests {
         let id = cluster.device_by_name("CSFrado").unwrap();
         let ports: Vec<NodePorts> = cluster.nodes.iter().map(|n| n.ports).collect();
         assert_eq!(
-            config_file_url(&cluster, &ports, id).as_deref(),
+            config_file_url(&cluster, &ports, cluster.params.sip_oauth_mode, id).as_deref(),
             Some("http://127.0.0.1:6970/CSFrado.cnf.xml")
         );
     }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use base64::Engine as _;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use sip_oauth_registrar::admin::{self, AdminError};
@@ -247,6 +248,30 @@ async fn mode_disable_closes_the_oauth_ports_and_enable_reopens_them_without_res
     assert_eq!(
         std::fs::read_to_string(s.state.path().join("sip-oauth-mode")).unwrap(),
         "0\n"
+    );
+    // UDS points Jabber at the plain-HTTP file too.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("rado:lab")
+    );
+    let devices = https(
+        s.web(0),
+        s.lab_ca().cert_pem(),
+        http_request(
+            "GET",
+            "/cucm-uds/user/rado/devices",
+            &[("Authorization", &basic)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(devices.status, 200, "{}", devices.text());
+    assert!(
+        devices
+            .text()
+            .contains(&format!("<uri>http://{tftp_http}/CSFrado.cnf.xml</uri>")),
+        "{}",
+        devices.text()
     );
 
     let out = admin(&s, "utils sipOAuth-mode enable").await.unwrap();

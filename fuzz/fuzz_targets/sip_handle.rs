@@ -81,6 +81,13 @@ fuzz_target!(|data: &[u8]| {
     let request = sip::parse(&bytes);
     for peer in &f.peers {
         let reply = f.registrar.handle(&bytes, peer);
+        // The UDP transport's path for datagrams it could not frame.
+        if let Some(reply) = f
+            .registrar
+            .handle_unframed(&bytes, peer, "Content-Length beyond the datagram")
+        {
+            assert_no_injection(&reply);
+        }
         if bytes.starts_with(b"SIP/") {
             assert!(reply.is_none(), "a response was answered");
         }
@@ -90,9 +97,32 @@ fuzz_target!(|data: &[u8]| {
                 "reply is not a SIP response"
             );
             assert!(request.is_ok() || reply.len() < 64 * 1024);
+            assert_no_injection(&reply);
         }
     }
 });
+
+/// Every LF of a reply's header section ends a CRLF, and any other control character is
+/// escaped: nothing a request carried became a line of its own.
+fn assert_no_injection(reply: &[u8]) {
+    let head_end = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(reply.len());
+    let head = &reply[..head_end];
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'\n' => assert!(i > 0 && head[i - 1] == b'\r', "lone LF in a reply"),
+            b'\r' => assert!(head.get(i + 1) == Some(&b'\n'), "lone CR in a reply"),
+            b'\t' => {}
+            // A quoted-pair (RFC 3261 §25.1) may escape other control characters.
+            _ => assert!(
+                b >= 0x20 && b != 0x7f || (i > 0 && head[i - 1] == b'\\'),
+                "control byte {b:#x} in a reply"
+            ),
+        }
+    }
+}
 
 fn with_token(data: &[u8], token: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());

@@ -20,6 +20,25 @@ pub struct Echo {
     pub cseq: String,
 }
 
+impl Echo {
+    /// No control character but HTAB in any value a response copies, except escaped by a
+    /// quoted-pair where RFC 3261 §25.1 has quoted strings (Via parameters, From/To display
+    /// names: RFC 4475 §3.1.1.2 quotes a NUL there). Call-ID and CSeq have no quoting.
+    fn is_safe_to_echo(&self) -> bool {
+        let control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+        let plain = |v: &str| !v.bytes().any(control);
+        let quoted = |v: &str| {
+            let v = v.as_bytes();
+            !(0..v.len()).any(|i| control(v[i]) && (i == 0 || v[i - 1] != b'\\'))
+        };
+        self.vias.iter().all(|v| quoted(v))
+            && quoted(&self.from)
+            && quoted(&self.to)
+            && plain(&self.call_id)
+            && plain(&self.cseq)
+    }
+}
+
 /// The request methods the registrar distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -135,7 +154,8 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     let Some((method_token, uri, version)) = head_lines.next().and_then(request_line) else {
         return Err(salvage(bytes, "Malformed Request-Line"));
     };
-    if version != "SIP/2.0" {
+    // SIP-Version is case-insensitive (RFC 3261 §7.1).
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
         return Err(salvage(bytes, "Only SIP/2.0 is supported"));
     }
     let mut out = Request {
@@ -166,8 +186,9 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
         }
         out.header(name, value.trim_matches([' ', '\t']), &mut have);
     }
-    // Without a Via there is nowhere to send an answer.
-    if out.echo.vias.is_empty() {
+    // Without a Via there is nowhere to send an answer; with control characters in what an
+    // answer echoes, none is sent (they would reach the client's parser as written).
+    if out.echo.vias.is_empty() || !out.echo.is_safe_to_echo() {
         return Err(ParseError::NotARequest);
     }
     if have.dup {
@@ -275,9 +296,13 @@ impl Request {
         } else if name.eq_ignore_ascii_case("Reason") {
             self.reason = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("Require") {
-            let tags = value.split(',').map(|t| t.trim_matches([' ', '\t']));
-            self.require
-                .extend(tags.filter(|t| !t.is_empty()).map(str::to_owned));
+            // Echoed in `Unsupported`: tokens only (RFC 3261 §20.32 option-tag), each once, so
+            // a repeated tag cannot make a 420 larger than its request.
+            for tag in value.split(',').map(|t| t.trim_matches([' ', '\t'])) {
+                if is_token(tag) && !self.require.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                    self.require.push(tag.to_owned());
+                }
+            }
         }
     }
 
@@ -311,6 +336,11 @@ fn bad(echo: Echo, reason: &'static str) -> ParseError {
 /// When a message cannot be parsed, a line scan still finds what a `400` must echo, so a client
 /// learns why instead of timing out. Without a request line and a Via nothing is answered.
 fn salvage(bytes: &[u8], reason: &'static str) -> ParseError {
+    // Reached also for datagrams the transport could not frame, whose lines nobody checked: a
+    // lone CR or LF would be echoed as a line break of its own (header injection).
+    if scan_lines(bytes).bare_line_break {
+        return ParseError::NotARequest;
+    }
     let head_end = memchr::memmem::find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
     // Non-UTF-8 values (e.g. a Latin-1 display name) are refused; the lines a 400 echoes are
     // ASCII in practice, so a lossy view still answers the client.
@@ -323,12 +353,17 @@ fn salvage(bytes: &[u8], reason: &'static str) -> ParseError {
     let (Some(method), Some(version)) = (parts.next(), parts.next_back()) else {
         return ParseError::NotARequest;
     };
-    if parts.next().is_none() || !is_token(method) || !version.starts_with("SIP/") {
+    if parts.next().is_none()
+        || !is_token(method)
+        || !version
+            .get(..4)
+            .is_some_and(|v| v.eq_ignore_ascii_case("SIP/"))
+    {
         return ParseError::NotARequest;
     }
     let refusal = if request_line.len() > MAX_REQUEST_LINE {
         Some((414, "Request-URI Too Long"))
-    } else if version != "SIP/2.0" {
+    } else if !version.eq_ignore_ascii_case("SIP/2.0") {
         Some((505, "Version Not Supported"))
     } else if !KNOWN_METHODS.contains(&method) {
         Some((501, "Not Implemented"))
@@ -357,7 +392,7 @@ fn salvage(bytes: &[u8], reason: &'static str) -> ParseError {
             echo.cseq = value;
         }
     }
-    if echo.vias.is_empty() {
+    if echo.vias.is_empty() || !echo.is_safe_to_echo() {
         return ParseError::NotARequest;
     }
     let echo = Box::new(echo);
@@ -428,8 +463,9 @@ fn request_uri(uri: &str) -> Result<bool, &'static str> {
         return Err(MALFORMED);
     }
     // `?headers` are not allowed in a Request-URI (RFC 3261 §19.1.1, RFC 4475 §3.1.2.11). The
-    // user part may hold `?`, but no `@`, so the host part starts after the last `@`.
-    let host_part = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+    // user part may hold `?` but no `@`: the host part starts after the first `@`, where
+    // `grammar::parse_sip_uri` ends the userinfo too.
+    let host_part = rest.find('@').map_or(rest, |at| &rest[at + 1..]);
     if host_part.contains('?') {
         return Err("Headers in the Request-URI");
     }

@@ -1008,6 +1008,52 @@ fn bare_lf_in_an_echoed_header_is_not_reflected() {
     assert_eq!(cr.parse().unwrap_err(), ParseError::NotARequest);
 }
 
+#[test]
+fn an_unframed_datagram_with_a_lone_lf_is_not_answered() {
+    // The transport could not frame it (Content-Length beyond the datagram), so the parser
+    // never checked its lines: the salvage for a 400 must not echo the injected line.
+    let msg = format!(
+        "OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\nX-Evil: 1\r\n\
+         To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 500\r\n\r\n"
+    );
+    assert_eq!(
+        unframed(msg.as_bytes(), "Content-Length beyond the datagram"),
+        ParseError::NotARequest
+    );
+    // Without the lone LF the same datagram gets its 400.
+    let clean = msg.replace(";tag=1\nX-Evil: 1", ";tag=1");
+    assert!(matches!(
+        unframed(clean.as_bytes(), "Content-Length beyond the datagram"),
+        ParseError::BadRequest { .. }
+    ));
+}
+
+#[test]
+fn control_characters_in_echoed_headers_are_never_answered() {
+    for bad in ["\u{1b}[2J", "\u{0}", "\u{7f}", "\u{b}"] {
+        let msg = Msg::register_1().set("Call-ID", &format!("Call-ID: {CALL_ID}{bad}"));
+        assert_eq!(msg.parse().unwrap_err(), ParseError::NotARequest, "{bad:?}");
+    }
+}
+
+#[test]
+fn headers_after_the_first_at_of_a_request_uri_are_refused() {
+    // `parse_sip_uri` ends the userinfo at the first `@`: `x=a@b` is a header.
+    let msg = Msg::register_1().request_line("REGISTER sip:u@h?x=a@b SIP/2.0");
+    assert_eq!(bad_request(&msg.bytes()).1, "Headers in the Request-URI");
+}
+
+#[test]
+fn the_sip_version_is_case_insensitive() {
+    ok(&Msg::register_1().request_line("REGISTER sip:10.10.10.1 sip/2.0"));
+}
+
+#[test]
+fn require_tags_are_tokens_kept_once() {
+    let msg = Msg::register_1().with("Require: foo, FOO,foo , bar, b@d");
+    assert_eq!(ok(&msg).require, ["foo", "bar"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // response::encode
 // ---------------------------------------------------------------------------------------------

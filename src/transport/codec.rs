@@ -281,6 +281,9 @@ fn parse_header_section(section: &[u8], max_headers: usize) -> Result<Option<usi
     if !start_line.first().is_some_and(|b| is_token_char(*b)) {
         return Err(CodecError::Malformed("missing or invalid start line"));
     }
+    if memchr::memchr2(b'\r', b'\n', start_line).is_some() {
+        return Err(CodecError::Malformed("lone CR or LF in header section"));
+    }
 
     let mut headers = 0usize;
     let mut content_length = None;
@@ -289,6 +292,13 @@ fn parse_header_section(section: &[u8], max_headers: usize) -> Result<Option<usi
     let mut pending_value: Option<(usize, usize)> = None;
     for (start, end) in lines {
         let line = &section[start..end];
+        // The parser drops a message with a lone CR or LF (it would be echoed as a line break
+        // of its own); framing must see the same lines, or a `Content-Length` after a lone LF
+        // would frame the stream differently from an intermediary that splits on LF alone
+        // (request smuggling). So the stream is closed.
+        if memchr::memchr2(b'\r', b'\n', line).is_some() {
+            return Err(CodecError::Malformed("lone CR or LF in header section"));
+        }
         if matches!(line.first(), Some(b' ' | b'\t')) {
             if headers == 0 {
                 return Err(CodecError::Malformed(
@@ -522,6 +532,29 @@ mod tests {
         assert_eq!(decode_one(&input).unwrap(), Some(message(&input)));
         let input = with_content_length("L : 3", "abc");
         assert_eq!(decode_one(&input).unwrap(), Some(message(&input)));
+    }
+
+    #[test]
+    fn a_lone_lf_or_cr_in_the_header_section_closes_the_stream() {
+        // An intermediary splitting on LF alone would see a Content-Length here and frame
+        // 100 body bytes; the stream is closed instead of framed either way.
+        for line_break in ["\n", "\r"] {
+            let input = format!(
+                "OPTIONS sip:a SIP/2.0\r\nX: a{line_break}Content-Length: 100\r\nVia: SIP/2.0/UDP h\r\n\r\n"
+            );
+            assert!(
+                matches!(decode_one(input.as_bytes()), Err(CodecError::Malformed(_))),
+                "{line_break:?}"
+            );
+            let limits = Limits {
+                max_message_bytes: 65536,
+                max_headers: 64,
+            };
+            assert!(matches!(
+                frame_datagram(input.as_bytes(), limits),
+                Err(CodecError::Malformed(_))
+            ));
+        }
     }
 
     #[test]

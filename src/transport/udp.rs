@@ -118,7 +118,14 @@ pub async fn serve_udp(
             Ok(Some(message)) => registrar.handle(message, &peer),
             Ok(None) => None,
             Err(error) => match answerable(&error) {
-                Some(reason) => registrar.handle_unframed(&buf[..len], &peer, reason),
+                Some(reason) => {
+                    // Leading CRLFs are keep-alive padding, as `frame_datagram` skips them.
+                    let mut msg = &buf[..len];
+                    while let Some(rest) = msg.strip_prefix(b"\r\n") {
+                        msg = rest;
+                    }
+                    registrar.handle_unframed(msg, &peer, reason)
+                }
                 None => {
                     tracing::debug!(%addr, %error, "dropped datagram");
                     None

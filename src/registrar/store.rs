@@ -504,9 +504,17 @@ impl Store {
     /// Moves every device's bindings, tombstone and seen flag to the id `map` gives it in a
     /// store of `new_len` devices (a configuration reload names devices by name, and their
     /// ids may change); a device `map` has no id for (removed from the configuration) loses
-    /// its bindings. If two devices map to one id, the first keeps it. `map` runs under the
-    /// store's lock: it must be a lookup, not touch the store.
-    pub fn rekey(&self, new_len: usize, map: impl Fn(DeviceId) -> Option<DeviceId>) {
+    /// its bindings. If two devices map to one id, the first keeps it. An AOR binding follows
+    /// its DN too: `line` gives the old device's old line index its new index, or none when the
+    /// device no longer has that DN (the binding is dropped; the Cisco binding, the device's,
+    /// stays). `map` and `line` run under the store's lock: they must be lookups, not touch
+    /// the store.
+    pub fn rekey(
+        &self,
+        new_len: usize,
+        map: impl Fn(DeviceId) -> Option<DeviceId>,
+        line: impl Fn(DeviceId, u16) -> Option<u16>,
+    ) {
         let mut state = self.lock();
         let old_slots = std::mem::take(&mut state.slots);
         let old_removed = std::mem::take(&mut state.removed);
@@ -516,7 +524,7 @@ impl Store {
         let mut seen = vec![false; new_len];
         let mut taken = vec![false; new_len];
         let mut count = 0;
-        for (i, slot) in old_slots.into_iter().enumerate() {
+        for (i, mut slot) in old_slots.into_iter().enumerate() {
             let Some(to) = map(DeviceId(i as u32))
                 .map(|d| d.0 as usize)
                 .filter(|&d| d < new_len && !taken[d])
@@ -524,6 +532,19 @@ impl Store {
                 continue;
             };
             taken[to] = true;
+            slot.retain(|b| {
+                if b.device_named {
+                    return true;
+                }
+                match line(DeviceId(i as u32), b.line) {
+                    Some(l) => {
+                        b.line = l;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            release_spill(&mut slot);
             count += slot.len();
             slots[to] = slot;
             removed[to] = old_removed[i];
@@ -1467,11 +1488,15 @@ mod tests {
             .unwrap();
         assert_eq!(store.len(), 4);
         // Device 0 left the configuration, 1 became 3, 2 became 0, in a store of 4.
-        store.rekey(4, |d| match d.0 {
-            1 => Some(DeviceId(3)),
-            2 => Some(DeviceId(0)),
-            _ => None,
-        });
+        store.rekey(
+            4,
+            |d| match d.0 {
+                1 => Some(DeviceId(3)),
+                2 => Some(DeviceId(0)),
+                _ => None,
+            },
+            |_, l| Some(l),
+        );
         assert_eq!(store.len(), 3);
         assert_eq!(
             store.lookup(DeviceId(0), now).unwrap().instance.as_deref(),
@@ -1835,5 +1860,32 @@ mod tests {
         assert_eq!(uris(&store.bindings(D, 0, later)), [("sip:a@h", 1)]);
         let later = now + Duration::from_millis(500);
         assert_eq!(uris(&store.bindings(D, 0, later)), [("sip:a@h", 60)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rekey_moves_aor_bindings_to_their_dns_new_line() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let on = |line, uri: &str| Binding {
+            line,
+            ..aor(uri, "c1", 1, exp)
+        };
+        store
+            .register(D, update(binding(Some("i1"), "jabber", 1, exp), false), now)
+            .unwrap();
+        store
+            .update_aor(D, keyed(vec![on(0, "sip:first@h")]), now)
+            .unwrap();
+        store
+            .update_aor(D, keyed(vec![on(1, "sip:second@h")]), now)
+            .unwrap();
+        // The reload swapped the device's two lines and dropped the first DN.
+        store.rekey(3, Some, |_, l| (l == 1).then_some(0));
+        assert_eq!(
+            uris(&store.bindings(D, 0, now)),
+            [("sip:a@127.0.0.1:5000", 60), ("sip:second@h", 60)]
+        );
+        assert_eq!(store.len(), 2);
     }
 }

@@ -85,8 +85,16 @@ impl Registrar {
                 .get(id.0 as usize)
                 .and_then(|d| cluster.device_by_name(&d.name))
         };
+        // An AOR binding's line is its DN's index on the device: a reload may reorder lines.
+        let line = |id: DeviceId, line: u16| {
+            let old_device = old.devices.get(id.0 as usize)?;
+            let dn = &old_device.lines.get(usize::from(line))?.dn;
+            let new_device = cluster.device(cluster.device_by_name(&old_device.name)?);
+            let i = new_device.lines.iter().position(|l| l.dn == *dn)?;
+            u16::try_from(i).ok()
+        };
         let before = self.store.len();
-        self.store.rekey(cluster.devices.len(), map);
+        self.store.rekey(cluster.devices.len(), map, line);
         let kept = self.store.len();
         engine.challenge = challenge(&cluster);
         engine.cluster = cluster;
@@ -226,5 +234,62 @@ mod tests {
                 "binding under {name}"
             );
         }
+    }
+
+    /// A reload that reorders a device's lines: an RFC 3261 client's binding stays with its DN.
+    #[test]
+    fn aor_bindings_follow_their_dn_when_a_reload_reorders_lines() {
+        let toml = crate::config::LAB_CONFIG.replace(
+            r#"lines = [{ dn = "3001", display_name = "Legacy", contact = "9e8d7c6b-5a49-4837-a261-5f4e3d2c1b03" }]"#,
+            r#"lines = [{ dn = "3001", display_name = "Legacy", contact = "9e8d7c6b-5a49-4837-a261-5f4e3d2c1b03" }, { dn = "3002", display_name = "Legacy 2", contact = "9e8d7c6b-5a49-4837-a261-5f4e3d2c1b04" }]"#,
+        );
+        let a = Arc::new(Settings::from_toml(&toml).unwrap().cluster);
+        let device = a.device_by_name("SIPlegacy1").unwrap();
+        assert_eq!(
+            a.device(device).lines.len(),
+            2,
+            "the lab's SIPlegacy1 line changed"
+        );
+        let mut devices = a.devices.clone();
+        devices[device.0 as usize].lines.reverse();
+        let b = Arc::new(Cluster::new(
+            a.params.clone(),
+            a.nodes.clone(),
+            a.profiles.clone(),
+            a.users.clone(),
+            devices,
+            a.expressway.clone(),
+        ));
+        let store = Store::new(a.devices.len(), 1000);
+        let registrar = Registrar::new(a, store.clone(), Arc::new(NoTokens));
+        let peer = Peer {
+            addr: SocketAddr::from(([10, 10, 10, 10], 5060)),
+            node: NodeId(0),
+            listener: ListenerKind::Sip,
+            transport: Transport::Udp,
+            cert_names: None,
+        };
+        let request = "REGISTER sip:10.10.10.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.10.10.10:5060;branch=z9hG4bK1\r\n\
+             From: <sip:3002@10.10.10.1>;tag=1\r\n\
+             To: <sip:3002@10.10.10.1>\r\n\
+             Call-ID: aor-3002\r\n\
+             CSeq: 1 REGISTER\r\n\
+             Contact: <sip:3002@10.10.10.10:5060>\r\n\
+             Content-Length: 0\r\n\r\n";
+        let reply = registrar.handle(request.as_bytes(), &peer).unwrap();
+        assert!(
+            reply.starts_with(b"SIP/2.0 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        let now = tokio::time::Instant::now();
+        assert_eq!(store.bindings(device, 1, now).len(), 1);
+        registrar.replace_cluster(b);
+        // 3002 is the first line now; 3001, the second, has nothing.
+        let on_3002 = store.bindings(device, 0, now);
+        assert_eq!(on_3002.len(), 1);
+        assert_eq!(&*on_3002[0].contact_uri, "sip:3002@10.10.10.10:5060");
+        assert!(store.bindings(device, 1, now).is_empty());
     }
 }

@@ -274,7 +274,7 @@ impl Engine {
         } else {
             None
         };
-        let device = self.identify(req, &contacts, peer)?;
+        let (device, line) = self.identify(req, &contacts, peer)?;
         let profile = self.cluster.profile_of(device);
 
         let admission =
@@ -298,6 +298,8 @@ impl Engine {
             newreg: false,
             device_named: false,
             q: None,
+            line,
+            uri_key: 0,
             expires_at: now + expires,
             registered_at: unix_now(),
             node: peer.node,
@@ -307,7 +309,9 @@ impl Engine {
             user: user.clone(),
         };
         let contact = match contacts {
-            Contacts::Query => return Ok(self.listing(device, self.store.bindings(device, now))),
+            Contacts::Query => {
+                return Ok(self.listing(device, self.store.bindings(device, line, now)));
+            }
             Contacts::Star => {
                 if requested_expires(req, None).map_err(|r| self.bad_request(peer, r))? != 0 {
                     return Err(self.bad_request(peer, "Contact: * needs Expires: 0"));
@@ -401,10 +405,25 @@ impl Engine {
         // keepalive interval UCM gives its own clients: a binding that a client or a scanner
         // left behind is gone within it, and cannot hold a DN for an hour.
         let max = self.cluster.params.keepalive_interval_secs;
+        // More Contacts than the cap could ever accept (each existing binding touched and the
+        // cap's worth added) are refused before any work per Contact, and before the store's
+        // lock: a 64 KB datagram holds thousands. It is the cap's 403: the request is valid
+        // SIP, only too much for this AOR's limit.
+        if entries.len() > self.store.max_contacts_per_request() {
+            return Err(self.store_error(
+                StoreError::TooManyBindings {
+                    limit: self.store.max_bindings_per_aor(),
+                },
+                peer,
+                device,
+            ));
+        }
         let mut bindings = Vec::with_capacity(entries.len());
         for entry in entries {
-            // Bindings are told apart by URI equality (RFC 3261 §19.1.4): it needs URIs.
-            grammar::parse_sip_uri(entry.uri)
+            // Bindings are told apart by URI equality (RFC 3261 §19.1.4): each URI is parsed
+            // once, here, into the key the store compares.
+            let key = grammar::parse_sip_uri(entry.uri)
+                .map(|uri| store::UriKey::of(&uri))
                 .map_err(|_| self.bad_request(peer, "Malformed Contact URI"))?;
             let requested =
                 requested_expires(req, Some(entry)).map_err(|r| self.bad_request(peer, r))?;
@@ -424,7 +443,8 @@ impl Engine {
                 Duration::from_secs(requested.min(max).into()),
             );
             b.q = q;
-            bindings.push(b);
+            b.uri_key = key.short();
+            bindings.push((b, key));
         }
         let listed = self
             .store
@@ -459,13 +479,14 @@ impl Engine {
         Outcome::new(reply, "interval_too_brief").device(device)
     }
 
-    /// The device named by Cisco's Contact feature tag, else the one owning the AOR's line.
+    /// The device named by Cisco's Contact feature tag, else the one owning the AOR's line;
+    /// and the index of that line on the device.
     fn identify(
         &self,
         req: &Request,
         contacts: &Contacts<'_>,
         peer: &Peer,
-    ) -> Result<DeviceId, Outcome> {
+    ) -> Result<(DeviceId, u16), Outcome> {
         let not_found = |reason: &'static str, text: &'static str| {
             let reply = Reply::new(404, "Not Found").header("Warning", self.warning(peer, text));
             Outcome::new(reply, reason)
@@ -485,18 +506,12 @@ impl Engine {
                     .cluster
                     .device_by_name(name)
                     .ok_or_else(|| not_found("unknown_device", "Device not found"))?;
-                if !self
-                    .cluster
-                    .device(device)
-                    .lines
-                    .iter()
-                    .any(|l| *l.dn == *dn)
-                {
-                    return Err(
-                        not_found("unknown_line", "Line not found on device").device(device)
-                    );
+                match self.line_of(device, dn) {
+                    Some(line) => Ok((device, line)),
+                    None => {
+                        Err(not_found("unknown_line", "Line not found on device").device(device))
+                    }
                 }
-                Ok(device)
             }
             None => {
                 let devices = self.cluster.devices_by_dn(dn);
@@ -508,9 +523,18 @@ impl Engine {
                     .copied()
                     .find(|&d| self.store.holds_call_id(d, &req.echo.call_id, now));
                 own.or_else(|| devices.first().copied())
+                    .and_then(|d| Some((d, self.line_of(d, dn)?)))
                     .ok_or_else(|| not_found("unknown_aor", "Directory number not found"))
             }
         }
+    }
+
+    /// The index of the device's line with this DN. Past `u16::MAX` lines (no device has
+    /// that many; UCM's largest have a few dozen) the line is not found.
+    fn line_of(&self, device: DeviceId, dn: &str) -> Option<u16> {
+        let lines = &self.cluster.device(device).lines;
+        let i = lines.iter().position(|l| *l.dn == *dn)?;
+        u16::try_from(i).ok()
     }
 
     /// Checks what the port rule asks for; returns the token's user for bearer admission.

@@ -43,6 +43,13 @@ pub struct Binding {
     pub device_named: bool,
     /// The Contact's `q`, in thousandths (RFC 3261 §20.10), returned as given.
     pub q: Option<u16>,
+    /// Index in the device's `lines` of the DN the request's To named. AOR bindings are per
+    /// line: a multi-line device's DNs are separate AORs. The Cisco binding is the device's,
+    /// whatever line registered it.
+    pub line: u16,
+    /// [`UriKey::short`] of `contact_uri`: most different Contacts are told apart by this
+    /// alone, without parsing under the store's lock. 0 for a Cisco binding (never compared).
+    pub uri_key: u32,
     pub expires_at: Instant,
     /// Unix seconds, for listings.
     pub registered_at: u64,
@@ -68,10 +75,11 @@ pub struct Update {
 /// What a non-Cisco client's REGISTER asks of the AOR's bindings (RFC 3261 §10.3 steps 6-7).
 #[derive(Debug)]
 pub enum AorUpdate {
-    /// One binding per Contact; one whose `expires_at` is not after `now` is a removal. All are
-    /// applied or none.
-    Contacts(Vec<Binding>),
-    /// `Contact: *` with `Expires: 0`: the request's Call-ID, CSeq and branch, in a binding.
+    /// One binding per Contact, with its URI's key; one whose `expires_at` is not after `now`
+    /// is a removal. All are applied or none.
+    Contacts(Vec<(Binding, UriKey)>),
+    /// `Contact: *` with `Expires: 0`: the request's Call-ID, CSeq, branch and line, in a
+    /// binding.
     RemoveAll(Binding),
 }
 
@@ -79,7 +87,8 @@ pub enum AorUpdate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub contact_uri: Box<str>,
-    /// Whole seconds left.
+    /// Seconds left, rounded up: a live binding is never listed with `expires=0`, which
+    /// would read as removed.
     pub expires_in: u64,
     pub q: Option<u16>,
 }
@@ -109,7 +118,8 @@ pub enum StoreError {
     /// The AOR would hold more than `max_bindings_per_aor` bindings of non-Cisco clients.
     #[error("the address-of-record holds its maximum of {limit} bindings")]
     TooManyBindings { limit: usize },
-    /// Two Contacts of one REGISTER name the same binding.
+    /// Two Contacts of one REGISTER name the same binding (equal, or both resolving to one
+    /// existing binding, one by `+sip.instance` and one by URI).
     #[error("two Contacts name the same binding")]
     DuplicateContact,
 }
@@ -184,26 +194,38 @@ impl Store {
         let mut state = self.lock();
         let idx = device.0 as usize;
         let before = state.prune(idx, now);
+        let result = self.register_pruned(&mut state, idx, update, now);
+        // Whatever the outcome, the prune may have moved the slot's earliest expiry: an index
+        // entry left stale would point the purge at a slot with nothing to drop.
+        let notify = state.reindex(device, before);
+        drop(state);
+        if notify {
+            self.shared.expiry_changed.notify_one();
+        }
+        result
+    }
+
+    fn register_pruned(
+        &self,
+        state: &mut State,
+        idx: usize,
+        update: Update,
+        now: Instant,
+    ) -> Result<Registered, StoreError> {
         let pos = state.slots[idx].iter().position(|b| b.device_named);
         let outcome = match pos.map(|p| &state.slots[idx][p]) {
             Some(cur) => match relate(cur, &update)? {
                 Relation::SameClient => Registered::Refreshed,
                 Relation::Retransmission => {
-                    let newreg = cur.newreg;
-                    state.reindex(device, before);
-                    return Ok(Registered::Retransmission { newreg });
+                    return Ok(Registered::Retransmission { newreg: cur.newreg });
                 }
                 Relation::TakenOver => Registered::New {
                     first_since_start: false,
                 },
             },
             None => {
-                if let Err(e) = state.check_tombstone(idx, &update.binding, now) {
-                    state.reindex(device, before);
-                    return Err(e);
-                }
+                state.check_tombstone(idx, &update.binding, now)?;
                 if state.count >= self.shared.max_bindings {
-                    state.reindex(device, before);
                     return Err(StoreError::Full {
                         limit: self.shared.max_bindings,
                     });
@@ -215,11 +237,12 @@ impl Store {
         };
         let mut binding = update.binding;
         binding.device_named = true;
+        binding.uri_key = 0;
         binding.newreg = outcome
             == (Registered::New {
                 first_since_start: true,
             });
-        state.clear_tombstone(idx, call_id_hash(&binding.call_id));
+        state.clear_tombstone(idx, &binding.call_id, binding.cseq);
         match pos {
             Some(p) => state.slots[idx][p] = binding,
             None => {
@@ -228,11 +251,6 @@ impl Store {
             }
         }
         state.seen[idx] = true;
-        let notify = state.reindex(device, before);
-        drop(state);
-        if notify {
-            self.shared.expiry_changed.notify_one();
-        }
         Ok(outcome)
     }
 
@@ -257,6 +275,7 @@ impl Store {
         }
         let old = state.slots[idx].remove(pos);
         state.count -= 1;
+        release_spill(&mut state.slots[idx]);
         state.removed[idx] = Some(Tombstone {
             call_id: call_id_hash(&update.binding.call_id),
             cseq: update.binding.cseq,
@@ -267,8 +286,8 @@ impl Store {
     }
 
     /// Applies a non-Cisco client's REGISTER to the AOR's bindings (RFC 3261 §10.3 steps 6-7)
-    /// and returns every current binding of the device, the Cisco one included. Nothing
-    /// changes unless every Contact's update succeeds.
+    /// and returns the current bindings of the line's AOR, the device's Cisco one included.
+    /// Nothing changes unless every Contact's update succeeds.
     pub fn update_aor(
         &self,
         device: DeviceId,
@@ -278,12 +297,17 @@ impl Store {
         let mut state = self.lock();
         let idx = device.0 as usize;
         let before = state.prune(idx, now);
-        let result = match update {
-            AorUpdate::Contacts(bindings) => self.bind(&mut state, idx, bindings, now),
-            AorUpdate::RemoveAll(request) => remove_all(&mut state, idx, &request, now),
+        let (result, line) = match update {
+            AorUpdate::Contacts(bindings) => {
+                let line = bindings.first().map_or(0, |(b, _)| b.line);
+                (self.bind(&mut state, idx, bindings, now), line)
+            }
+            AorUpdate::RemoveAll(request) => {
+                (remove_all(&mut state, idx, &request, now), request.line)
+            }
         };
         let notify = state.reindex(device, before);
-        let listed = result.map(|()| listing(&state.slots[idx], now));
+        let listed = result.map(|()| listing(&state.slots[idx], line, now));
         drop(state);
         if notify {
             self.shared.expiry_changed.notify_one();
@@ -291,11 +315,22 @@ impl Store {
         listed
     }
 
+    /// Most Contacts one REGISTER may carry: each existing binding of the AOR removed or
+    /// refreshed, plus as many new ones as the cap allows. A request with more cannot be
+    /// applied whole; the registrar refuses it before taking the lock.
+    pub fn max_contacts_per_request(&self) -> usize {
+        2 * self.shared.max_bindings_per_aor
+    }
+
+    pub fn max_bindings_per_aor(&self) -> usize {
+        self.shared.max_bindings_per_aor
+    }
+
     fn bind(
         &self,
         state: &mut State,
         idx: usize,
-        bindings: Vec<Binding>,
+        bindings: Vec<(Binding, UriKey)>,
         now: Instant,
     ) -> Result<(), StoreError> {
         #[derive(Clone, Copy)]
@@ -305,18 +340,37 @@ impl Store {
             Remove(usize),
             Add,
         }
+        // The registrar refuses more before locking; this keeps the pairwise scans below
+        // bounded for any caller.
+        if bindings.len() > self.max_contacts_per_request() {
+            return Err(StoreError::TooManyBindings {
+                limit: self.shared.max_bindings_per_aor,
+            });
+        }
         // First pass: decide every Contact's fate without touching the slot.
         let slot = &state.slots[idx];
         let mut actions: SmallVec<[Action; 4]> = SmallVec::with_capacity(bindings.len());
+        // Existing bindings already claimed by an earlier Contact of this request.
+        let mut targeted: SmallVec<[usize; 4]> = SmallVec::new();
         let (mut added, mut removed) = (0usize, 0usize);
-        for (i, new) in bindings.iter().enumerate() {
-            if bindings[..i].iter().any(|b| same_binding(b, new)) {
+        for (i, (new, key)) in bindings.iter().enumerate() {
+            if bindings[..i]
+                .iter()
+                .any(|(b, k)| same_new_binding((b, k), (new, key)))
+            {
                 return Err(StoreError::DuplicateContact);
             }
             let removing = new.expires_at <= now;
             let found = slot
                 .iter()
-                .position(|b| !b.device_named && same_binding(b, new));
+                .position(|b| !b.device_named && b.line == new.line && same_binding(b, new, key));
+            if let Some(p) = found {
+                // One by `+sip.instance`, another by URI: applying both would lose one.
+                if targeted.contains(&p) {
+                    return Err(StoreError::DuplicateContact);
+                }
+                targeted.push(p);
+            }
             let action = match found {
                 Some(p) => {
                     let cur = &slot[p];
@@ -347,7 +401,11 @@ impl Store {
             actions.push(action);
         }
         if added > removed {
-            let aor = slot.iter().filter(|b| !b.device_named).count();
+            let line = bindings.first().map_or(0, |(b, _)| b.line);
+            let aor = slot
+                .iter()
+                .filter(|b| !b.device_named && b.line == line)
+                .count();
             let limit = self.shared.max_bindings_per_aor;
             if aor + added - removed > limit {
                 return Err(StoreError::TooManyBindings { limit });
@@ -358,13 +416,13 @@ impl Store {
             }
         }
         // Second pass: apply. A removed binding is marked expired and pruned with the rest.
-        let call_id = bindings.first().map(|b| call_id_hash(&b.call_id));
+        let first = bindings
+            .first()
+            .map(|(b, _)| (call_id_hash(&b.call_id), b.cseq));
         let mut until: Option<Instant> = None;
-        let mut cseq = 0;
-        for (mut new, action) in bindings.into_iter().zip(actions) {
+        for ((mut new, _), action) in bindings.into_iter().zip(actions) {
             new.device_named = false;
             new.newreg = false;
-            cseq = new.cseq;
             let slot = &mut state.slots[idx];
             match action {
                 Action::Keep => {}
@@ -381,8 +439,9 @@ impl Store {
             }
         }
         state.prune(idx, now);
-        if let Some(call_id) = call_id {
-            state.clear_tombstone(idx, call_id);
+        // Every Contact of a request has its Call-ID and CSeq.
+        if let Some((call_id, cseq)) = first {
+            state.clear_tombstone_hashed(idx, call_id, cseq);
             if let Some(until) = until {
                 let t = Tombstone {
                     call_id,
@@ -406,9 +465,10 @@ impl Store {
         live.find(|b| b.device_named).or(first).cloned()
     }
 
-    /// Every current binding of the device, the Cisco one first.
-    pub fn bindings(&self, device: DeviceId, now: Instant) -> Vec<Listed> {
-        listing(&self.lock().slots[device.0 as usize], now)
+    /// The current bindings of the device's `line`: the device's Cisco one first, then the
+    /// line's AOR bindings.
+    pub fn bindings(&self, device: DeviceId, line: u16, now: Instant) -> Vec<Listed> {
+        listing(&self.lock().slots[device.0 as usize], line, now)
     }
 
     /// Whether one of the device's live bindings was made on this Call-ID.
@@ -444,9 +504,17 @@ impl Store {
     /// Moves every device's bindings, tombstone and seen flag to the id `map` gives it in a
     /// store of `new_len` devices (a configuration reload names devices by name, and their
     /// ids may change); a device `map` has no id for (removed from the configuration) loses
-    /// its bindings. If two devices map to one id, the first keeps it. `map` runs under the
-    /// store's lock: it must be a lookup, not touch the store.
-    pub fn rekey(&self, new_len: usize, map: impl Fn(DeviceId) -> Option<DeviceId>) {
+    /// its bindings. If two devices map to one id, the first keeps it. An AOR binding follows
+    /// its DN too: `line` gives the old device's old line index its new index, or none when the
+    /// device no longer has that DN (the binding is dropped; the Cisco binding, the device's,
+    /// stays). `map` and `line` run under the store's lock: they must be lookups, not touch
+    /// the store.
+    pub fn rekey(
+        &self,
+        new_len: usize,
+        map: impl Fn(DeviceId) -> Option<DeviceId>,
+        line: impl Fn(DeviceId, u16) -> Option<u16>,
+    ) {
         let mut state = self.lock();
         let old_slots = std::mem::take(&mut state.slots);
         let old_removed = std::mem::take(&mut state.removed);
@@ -456,7 +524,7 @@ impl Store {
         let mut seen = vec![false; new_len];
         let mut taken = vec![false; new_len];
         let mut count = 0;
-        for (i, slot) in old_slots.into_iter().enumerate() {
+        for (i, mut slot) in old_slots.into_iter().enumerate() {
             let Some(to) = map(DeviceId(i as u32))
                 .map(|d| d.0 as usize)
                 .filter(|&d| d < new_len && !taken[d])
@@ -464,6 +532,19 @@ impl Store {
                 continue;
             };
             taken[to] = true;
+            slot.retain(|b| {
+                if b.device_named {
+                    return true;
+                }
+                match line(DeviceId(i as u32), b.line) {
+                    Some(l) => {
+                        b.line = l;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            release_spill(&mut slot);
             count += slot.len();
             slots[to] = slot;
             removed[to] = old_removed[i];
@@ -489,8 +570,15 @@ impl Store {
             if at > now {
                 return Some(at);
             }
-            let before = state.prune(device.0 as usize, now);
-            state.reindex(device, before);
+            // The entry goes whatever the slot holds and the slot's real earliest expiry (after
+            // `now`, once pruned) goes back: each turn of the loop makes progress even if an
+            // entry was stale.
+            state.expirations.pop_first();
+            let idx = device.0 as usize;
+            state.prune(idx, now);
+            if let Some(next) = earliest(&state.slots[idx]) {
+                state.expirations.insert((next, device));
+            }
         }
         None
     }
@@ -532,6 +620,7 @@ impl State {
         let len = slot.len();
         slot.retain(|b| b.expires_at > now);
         self.count -= len - slot.len();
+        release_spill(slot);
         before
     }
 
@@ -582,9 +671,16 @@ impl State {
     }
 
     /// A newer request on the removal's Call-ID has registered: the tombstone has done its job.
-    /// Another client's request leaves it.
-    fn clear_tombstone(&mut self, idx: usize, call_id: u64) {
-        if self.removed[idx].is_some_and(|t| t.call_id == call_id) {
+    /// Another client's request, or an older one of this client, leaves it. The Call-ID is
+    /// hashed only when there is a tombstone: the Cisco refresh passes here every time.
+    fn clear_tombstone(&mut self, idx: usize, call_id: &str, cseq: u32) {
+        if self.removed[idx].is_some() {
+            self.clear_tombstone_hashed(idx, call_id_hash(call_id), cseq);
+        }
+    }
+
+    fn clear_tombstone_hashed(&mut self, idx: usize, call_id: u64, cseq: u32) {
+        if self.removed[idx].is_some_and(|t| t.call_id == call_id && cseq > t.cseq) {
             self.removed[idx] = None;
         }
     }
@@ -594,22 +690,30 @@ fn earliest(slot: &Slot) -> Option<Instant> {
     slot.iter().map(|b| b.expires_at).min()
 }
 
-fn listing(slot: &Slot, now: Instant) -> Vec<Listed> {
+/// A slot that spilled to the heap and is back to what fits inline gives its allocation back:
+/// a device whose AOR once had many bindings does not keep their room for good.
+fn release_spill(slot: &mut Slot) {
+    if slot.spilled() && slot.len() <= slot.inline_size() {
+        slot.shrink_to_fit();
+    }
+}
+
+fn listing(slot: &Slot, line: u16, now: Instant) -> Vec<Listed> {
+    let shown = |b: &&Binding| b.expires_at > now && (b.device_named || b.line == line);
     let mut out: Vec<Listed> = slot
         .iter()
-        .filter(|b| b.expires_at > now)
-        .map(|b| Listed {
-            contact_uri: b.contact_uri.clone(),
-            expires_in: b.expires_at.saturating_duration_since(now).as_secs(),
-            q: b.q,
+        .filter(shown)
+        .map(|b| {
+            let left = b.expires_at.saturating_duration_since(now);
+            Listed {
+                contact_uri: b.contact_uri.clone(),
+                expires_in: left.as_secs() + u64::from(left.subsec_nanos() > 0),
+                q: b.q,
+            }
         })
         .collect();
     // The Cisco binding first, then the AOR's in the order they were added.
-    if let Some(p) = slot
-        .iter()
-        .filter(|b| b.expires_at > now)
-        .position(|b| b.device_named)
-    {
+    if let Some(p) = slot.iter().filter(shown).position(|b| b.device_named) {
         out[..=p].rotate_right(1);
     }
     out
@@ -637,6 +741,9 @@ fn remove_all(
                 Ok(Relation::Retransmission) | Err(StoreError::ActiveForAnotherClient) => false,
                 Err(e) => return Err(e),
             }
+        } else if b.line != request.line {
+            // Another DN of the device: another AOR.
+            false
         } else {
             if b.call_id == request.call_id && request.cseq <= b.cseq {
                 return Err(StoreError::OutOfOrder {
@@ -665,13 +772,149 @@ fn remove_all(
     Ok(())
 }
 
-/// Whether two AOR bindings are one: the same `+sip.instance` when both have one (a client
-/// that moved keeps it), else equal Contact URIs.
-fn same_binding(a: &Binding, b: &Binding) -> bool {
-    match (&a.instance, &b.instance) {
+/// Whether an existing AOR binding is the one a new Contact names: the same `+sip.instance`
+/// when both have one (a client that moved keeps it), else equal Contact URIs. The stored URI
+/// is parsed only when its short key matches, which different clients' Contacts seldom do.
+fn same_binding(cur: &Binding, new: &Binding, key: &UriKey) -> bool {
+    match (&cur.instance, &new.instance) {
         (Some(x), Some(y)) => x == y,
-        _ => uri_eq(&a.contact_uri, &b.contact_uri),
+        _ => cur.uri_key == key.short() && UriKey::new(&cur.contact_uri).equals(key),
     }
+}
+
+/// [`same_binding`] for two Contacts of one request: both keys are at hand, nothing is parsed.
+fn same_new_binding(a: (&Binding, &UriKey), b: (&Binding, &UriKey)) -> bool {
+    match (&a.0.instance, &b.0.instance) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.1.equals(b.1),
+    }
+}
+
+/// Parameters RFC 3261 §19.1.4 compares when either URI has them.
+const MUST_MATCH: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
+
+/// A Contact URI reduced for RFC 3261 §19.1.4 comparison, made once per Contact (outside the
+/// store's lock): `strong` hashes what must be equal (scheme and host case-insensitively,
+/// user, port, and the `user`, `ttl`, `method`, `maddr`, `transport` parameters, absent or
+/// not); `params` hashes every other parameter (name and value case-insensitively, the first
+/// of a name), sorted by name, since those must agree only when both URIs have them. That
+/// rule is not transitive, so no single key can stand for a URI. Hashes are keyed per process
+/// so a client cannot craft a collision.
+#[derive(Debug, Clone)]
+pub struct UriKey {
+    strong: u64,
+    params: SmallVec<[(u64, Option<u64>); 2]>,
+}
+
+impl UriKey {
+    /// The key of a URI; one that does not parse equals only itself, byte for byte.
+    pub fn new(uri: &str) -> Self {
+        match grammar::parse_sip_uri(uri) {
+            Ok(parsed) => Self::of(&parsed),
+            Err(_) => Self {
+                strong: hash_of(&(1u8, uri)),
+                params: SmallVec::new(),
+            },
+        }
+    }
+
+    pub fn of(uri: &grammar::SipUri<'_>) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let lower = |h: &mut dyn Hasher, s: &str| {
+            for b in s.bytes() {
+                h.write_u8(b.to_ascii_lowercase());
+            }
+            h.write_u8(0xff);
+        };
+        let mut h = KEYS.build_hasher();
+        h.write_u8(0);
+        lower(&mut h, uri.scheme);
+        match uri.user {
+            Some(u) => {
+                h.write_u8(1);
+                h.write(u.as_bytes());
+                h.write_u8(0xff);
+            }
+            None => h.write_u8(0),
+        }
+        lower(&mut h, uri.host);
+        h.write_u32(uri.port.map_or(u32::MAX, u32::from));
+        for name in MUST_MATCH {
+            match uri.params.get(name) {
+                None => h.write_u8(0),
+                Some(None) => h.write_u8(1),
+                Some(Some(v)) => {
+                    h.write_u8(2);
+                    lower(&mut h, v);
+                }
+            }
+        }
+        let strong = h.finish();
+        let mut params: SmallVec<[(u64, Option<u64>); 2]> = SmallVec::new();
+        for (name, _) in uri.params.iter() {
+            if MUST_MATCH.iter().any(|m| m.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let mut h = KEYS.build_hasher();
+            lower(&mut h, name);
+            let name_hash = h.finish();
+            if params.iter().any(|(n, _)| *n == name_hash) {
+                continue;
+            }
+            let value = uri.params.get(name).flatten().map(|v| {
+                let mut h = KEYS.build_hasher();
+                lower(&mut h, v);
+                h.finish()
+            });
+            params.push((name_hash, value));
+        }
+        params.sort_unstable_by_key(|(n, _)| *n);
+        Self { strong, params }
+    }
+
+    /// What a binding keeps of the key to skip most comparisons.
+    pub fn short(&self) -> u32 {
+        // Truncation is the point: a binding keeps 4 bytes, and a match is confirmed in full.
+        self.strong as u32
+    }
+
+    /// RFC 3261 §19.1.4 equality of the two URIs.
+    pub fn equals(&self, other: &Self) -> bool {
+        if self.strong != other.strong {
+            return false;
+        }
+        // Both sorted by name: a merge finds the names both have.
+        let (mut a, mut b) = (
+            self.params.iter().peekable(),
+            other.params.iter().peekable(),
+        );
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => {
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if x.1 != y.1 {
+                        return false;
+                    }
+                    a.next();
+                    b.next();
+                }
+            }
+        }
+        true
+    }
+}
+
+static KEYS: std::sync::LazyLock<std::hash::RandomState> =
+    std::sync::LazyLock::new(std::hash::RandomState::new);
+
+fn hash_of(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::BuildHasher;
+    KEYS.hash_one(value)
 }
 
 /// SIP URI equality, RFC 3261 §19.1.4: scheme and host case-insensitive, user case-sensitive,
@@ -680,31 +923,7 @@ fn same_binding(a: &Binding, b: &Binding) -> bool {
 /// parameters only when both have them. `%HH` escapes are compared as written. A URI that
 /// does not parse equals only itself, byte for byte.
 pub fn uri_eq(a: &str, b: &str) -> bool {
-    let (Ok(x), Ok(y)) = (grammar::parse_sip_uri(a), grammar::parse_sip_uri(b)) else {
-        return a == b;
-    };
-    if !x.scheme.eq_ignore_ascii_case(y.scheme)
-        || x.user != y.user
-        || !x.host.eq_ignore_ascii_case(y.host)
-        || x.port != y.port
-    {
-        return false;
-    }
-    const MUST_MATCH: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
-    let value_eq = |u: Option<&str>, v: Option<&str>| match (u, v) {
-        (Some(u), Some(v)) => u.eq_ignore_ascii_case(v),
-        (u, v) => u == v,
-    };
-    for (name, value) in x.params.iter() {
-        match y.params.get(name) {
-            Some(other) if !value_eq(value, other) => return false,
-            None if MUST_MATCH.iter().any(|m| m.eq_ignore_ascii_case(name)) => return false,
-            _ => {}
-        }
-    }
-    y.params.iter().all(|(name, _)| {
-        x.params.has(name) || !MUST_MATCH.iter().any(|m| m.eq_ignore_ascii_case(name))
-    })
+    UriKey::new(a).equals(&UriKey::new(b))
 }
 
 /// A client's removal of a binding: Call-ID (hashed), CSeq, and until when it matters (the
@@ -778,6 +997,8 @@ mod tests {
             newreg: false,
             device_named: true,
             q: None,
+            line: 0,
+            uri_key: 0,
             expires_at,
             registered_at: 0,
             node: NodeId(0),
@@ -1040,8 +1261,22 @@ mod tests {
         Binding {
             contact_uri: uri.into(),
             device_named: false,
+            uri_key: UriKey::new(uri).short(),
             ..binding(None, call_id, cseq, expires_at)
         }
+    }
+
+    /// The Contacts of one request, keyed as the registrar keys them.
+    fn keyed(bindings: Vec<Binding>) -> AorUpdate {
+        AorUpdate::Contacts(
+            bindings
+                .into_iter()
+                .map(|b| {
+                    let key = UriKey::new(&b.contact_uri);
+                    (b, key)
+                })
+                .collect(),
+        )
     }
 
     fn uris(listed: &[Listed]) -> Vec<(&str, u64)> {
@@ -1056,7 +1291,7 @@ mod tests {
         let store = Store::with_limits(3, 100, 10);
         let now = Instant::now();
         let secs = |s| now + Duration::from_secs(s);
-        let two = AorUpdate::Contacts(vec![
+        let two = keyed(vec![
             aor("sip:a@10.0.0.1:5060", "c1", 1, secs(60)),
             aor("sip:b@10.0.0.2", "c1", 1, secs(90)),
         ]);
@@ -1068,7 +1303,7 @@ mod tests {
         assert_eq!(store.len(), 2);
 
         // Refresh one: an equal URI in another spelling (RFC 3261 §19.1.4).
-        let refresh = AorUpdate::Contacts(vec![aor("SIP:a@10.0.0.1:5060", "c1", 2, secs(120))]);
+        let refresh = keyed(vec![aor("SIP:a@10.0.0.1:5060", "c1", 2, secs(120))]);
         let listed = store.update_aor(D, refresh, now).unwrap();
         assert_eq!(
             uris(&listed),
@@ -1076,20 +1311,20 @@ mod tests {
         );
 
         // Remove the other: the first stays.
-        let off = AorUpdate::Contacts(vec![aor("sip:b@10.0.0.2", "c1", 3, now)]);
+        let off = keyed(vec![aor("sip:b@10.0.0.2", "c1", 3, now)]);
         let listed = store.update_aor(D, off, now).unwrap();
         assert_eq!(uris(&listed), [("SIP:a@10.0.0.1:5060", 120)]);
         assert_eq!(store.len(), 1);
 
         // The removed binding's delayed older REGISTER does not bring it back.
-        let late = AorUpdate::Contacts(vec![aor("sip:b@10.0.0.2", "c1", 2, secs(90))]);
+        let late = keyed(vec![aor("sip:b@10.0.0.2", "c1", 2, secs(90))]);
         assert_eq!(
             store.update_aor(D, late, now),
             Err(StoreError::OutOfOrder { current: 3, got: 2 })
         );
 
         // A client restarting (new Call-ID, same Contact) replaces its binding.
-        let restart = AorUpdate::Contacts(vec![aor("sip:a@10.0.0.1:5060", "c2", 1, secs(30))]);
+        let restart = keyed(vec![aor("sip:a@10.0.0.1:5060", "c2", 1, secs(30))]);
         let listed = store.update_aor(D, restart, now).unwrap();
         assert_eq!(uris(&listed), [("sip:a@10.0.0.1:5060", 30)]);
         assert_eq!(store.len(), 1);
@@ -1101,13 +1336,9 @@ mod tests {
         let now = Instant::now();
         let exp = now + Duration::from_secs(60);
         store
-            .update_aor(
-                D,
-                AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]),
-                now,
-            )
+            .update_aor(D, keyed(vec![aor("sip:a@h", "c1", 1, exp)]), now)
             .unwrap();
-        let two_more = AorUpdate::Contacts(vec![
+        let two_more = keyed(vec![
             aor("sip:b@h", "c2", 1, exp),
             aor("sip:c@h", "c2", 1, exp),
         ]);
@@ -1116,12 +1347,12 @@ mod tests {
             Err(StoreError::TooManyBindings { limit: 2 })
         );
         assert_eq!(
-            uris(&store.bindings(D, now)),
+            uris(&store.bindings(D, 0, now)),
             [("sip:a@h", 60)],
             "nothing applied"
         );
         // Removing one while adding two fits.
-        let swap = AorUpdate::Contacts(vec![
+        let swap = keyed(vec![
             aor("sip:a@h", "c2", 1, now),
             aor("sip:b@h", "c2", 1, exp),
             aor("sip:c@h", "c2", 1, exp),
@@ -1132,7 +1363,7 @@ mod tests {
         store
             .register(D, update(binding(Some("i1"), "j1", 1, exp), false), now)
             .unwrap();
-        assert_eq!(store.bindings(D, now).len(), 3);
+        assert_eq!(store.bindings(D, 0, now).len(), 3);
         assert_eq!(store.len(), 3);
     }
 
@@ -1142,13 +1373,9 @@ mod tests {
         let now = Instant::now();
         let exp = now + Duration::from_secs(60);
         store
-            .update_aor(
-                D,
-                AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 5, exp)]),
-                now,
-            )
+            .update_aor(D, keyed(vec![aor("sip:a@h", "c1", 5, exp)]), now)
             .unwrap();
-        let dup = AorUpdate::Contacts(vec![
+        let dup = keyed(vec![
             aor("sip:x@h", "c1", 6, exp),
             aor("sip:x@H", "c1", 6, exp),
         ]);
@@ -1156,7 +1383,7 @@ mod tests {
             store.update_aor(D, dup, now),
             Err(StoreError::DuplicateContact)
         );
-        let stale = AorUpdate::Contacts(vec![
+        let stale = keyed(vec![
             aor("sip:new@h", "c1", 4, exp),
             aor("sip:a@h", "c1", 4, exp),
         ]);
@@ -1178,7 +1405,7 @@ mod tests {
         store
             .update_aor(
                 D,
-                AorUpdate::Contacts(vec![
+                keyed(vec![
                     aor("sip:a@h", "c1", 1, exp),
                     aor("sip:b@h", "c2", 1, exp),
                 ]),
@@ -1211,7 +1438,7 @@ mod tests {
         store
             .update_aor(
                 D,
-                AorUpdate::Contacts(vec![
+                keyed(vec![
                     aor("sip:a@h", "c1", 1, now + Duration::from_secs(90)),
                     aor("sip:b@h", "c1", 1, now + Duration::from_secs(30)),
                 ]),
@@ -1220,7 +1447,10 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_secs(31)).await;
         assert_eq!(store.len(), 1);
-        assert_eq!(uris(&store.bindings(D, Instant::now())), [("sip:a@h", 59)]);
+        assert_eq!(
+            uris(&store.bindings(D, 0, Instant::now())),
+            [("sip:a@h", 59)]
+        );
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(store.len(), 0);
         cancel.cancel();
@@ -1242,7 +1472,7 @@ mod tests {
         store
             .update_aor(
                 DeviceId(1),
-                AorUpdate::Contacts(vec![
+                keyed(vec![
                     aor("sip:a@h", "c1", 1, exp),
                     aor("sip:b@h", "c1", 1, now + Duration::from_secs(10)),
                 ]),
@@ -1258,18 +1488,22 @@ mod tests {
             .unwrap();
         assert_eq!(store.len(), 4);
         // Device 0 left the configuration, 1 became 3, 2 became 0, in a store of 4.
-        store.rekey(4, |d| match d.0 {
-            1 => Some(DeviceId(3)),
-            2 => Some(DeviceId(0)),
-            _ => None,
-        });
+        store.rekey(
+            4,
+            |d| match d.0 {
+                1 => Some(DeviceId(3)),
+                2 => Some(DeviceId(0)),
+                _ => None,
+            },
+            |_, l| Some(l),
+        );
         assert_eq!(store.len(), 3);
         assert_eq!(
             store.lookup(DeviceId(0), now).unwrap().instance.as_deref(),
             Some("i2")
         );
-        assert_eq!(store.bindings(DeviceId(1), now), []);
-        assert_eq!(store.bindings(DeviceId(3), now).len(), 2);
+        assert_eq!(store.bindings(DeviceId(1), 0, now), []);
+        assert_eq!(store.bindings(DeviceId(3), 0, now).len(), 2);
         // The seen flag moved with the device: no second `;x-cisco-newreg`.
         let r = store.register(
             DeviceId(0),
@@ -1330,11 +1564,11 @@ mod tests {
         let store = Store::with_limits(3, 100, 10);
         let now = Instant::now();
         let exp = now + Duration::from_secs(60);
-        let add = || AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]);
+        let add = || keyed(vec![aor("sip:a@h", "c1", 1, exp)]);
         store.update_aor(D, add(), now).unwrap();
         // A retransmission of the adding request changes nothing.
         assert_eq!(store.update_aor(D, add(), now).unwrap().len(), 1);
-        let off = || AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 2, now)]);
+        let off = || keyed(vec![aor("sip:a@h", "c1", 2, now)]);
         assert_eq!(store.update_aor(D, off(), now), Ok(vec![]));
         assert_eq!(store.update_aor(D, off(), now), Ok(vec![]));
         assert!(store.is_empty());
@@ -1346,11 +1580,7 @@ mod tests {
         let now = Instant::now();
         let exp = now + Duration::from_secs(60);
         store
-            .update_aor(
-                D,
-                AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]),
-                now,
-            )
+            .update_aor(D, keyed(vec![aor("sip:a@h", "c1", 1, exp)]), now)
             .unwrap();
         assert_eq!(
             store.register(D, update(binding(Some("i1"), "j1", 1, exp), false), now),
@@ -1378,9 +1608,9 @@ mod tests {
             wildcard: false,
         };
         assert_eq!(store.unregister(D, &off, now), Ok(true));
-        let aor_add = AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 1, exp)]);
+        let aor_add = keyed(vec![aor("sip:a@h", "c1", 1, exp)]);
         store.update_aor(D, aor_add, now).unwrap();
-        let aor_off = AorUpdate::Contacts(vec![aor("sip:a@h", "c1", 2, now)]);
+        let aor_off = keyed(vec![aor("sip:a@h", "c1", 2, now)]);
         store.update_aor(D, aor_off, now).unwrap();
         assert_eq!(
             store.register(
@@ -1404,13 +1634,258 @@ mod tests {
             instance: Some("<urn:uuid:1>".into()),
             ..aor(uri, "c1", cseq, exp)
         };
-        let first = AorUpdate::Contacts(vec![with_instance("sip:u@10.0.0.1:5060", 1)]);
+        let first = keyed(vec![with_instance("sip:u@10.0.0.1:5060", 1)]);
         store.update_aor(D, first, now).unwrap();
-        let moved = AorUpdate::Contacts(vec![with_instance("sip:u@192.0.2.7:40000", 2)]);
+        let moved = keyed(vec![with_instance("sip:u@192.0.2.7:40000", 2)]);
         let listed = store.update_aor(D, moved, now).unwrap();
         assert_eq!(uris(&listed), [("sip:u@192.0.2.7:40000", 60)]);
         // Without the instance, the old address is another binding.
-        let other = AorUpdate::Contacts(vec![aor("sip:u@10.0.0.1:5060", "c9", 1, exp)]);
+        let other = keyed(vec![aor("sip:u@10.0.0.1:5060", "c9", 1, exp)]);
         assert_eq!(store.update_aor(D, other, now).unwrap().len(), 2);
+    }
+
+    /// Runs `f` on a thread and fails if it does not return within 10 s: a regression into an
+    /// endless loop fails the test instead of hanging it.
+    fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("did not return: looping under the store's lock")
+    }
+
+    #[test]
+    fn a_refused_register_after_a_prune_leaves_no_stale_expiry_entry() {
+        let store = Store::with_limits(3, 100, 10);
+        let t = Instant::now();
+        let secs = move |s| t + Duration::from_secs(s);
+        store
+            .update_aor(D, keyed(vec![aor("sip:a@h", "c1", 1, secs(60))]), t)
+            .unwrap();
+        store
+            .register(D, update(binding(Some("i1"), "j1", 1, secs(120)), false), t)
+            .unwrap();
+        // At t+60 the AOR binding is pruned, then the other client is refused.
+        assert_eq!(
+            store.register(
+                D,
+                update(binding(Some("i2"), "j2", 1, secs(180)), false),
+                secs(60)
+            ),
+            Err(StoreError::ActiveForAnotherClient)
+        );
+        let purger = store.clone();
+        let next = within_10s(move || purger.purge_expired(secs(61)));
+        assert_eq!(next, Some(secs(120)));
+        assert_eq!(store.len(), 1);
+        let purger = store.clone();
+        assert_eq!(within_10s(move || purger.purge_expired(secs(121))), None);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn the_purge_heals_an_index_entry_that_is_stale() {
+        let store = Store::with_limits(3, 100, 10);
+        let t = Instant::now();
+        let secs = move |s| t + Duration::from_secs(s);
+        store
+            .update_aor(D, keyed(vec![aor("sip:a@h", "c1", 1, secs(60))]), t)
+            .unwrap();
+        // An entry earlier than anything in the slot, as a missed reindex would leave.
+        store.lock().expirations.insert((secs(10), D));
+        let purger = store.clone();
+        assert_eq!(
+            within_10s(move || purger.purge_expired(secs(11))),
+            Some(secs(60))
+        );
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.lock().expirations.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_contacts_than_the_cap_could_take_are_refused_whole() {
+        let store = Store::with_limits(3, 100_000, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        assert_eq!(store.max_contacts_per_request(), 20);
+        let many: Vec<Binding> = (0..6000)
+            .map(|i| aor(&format!("sip:u{i}@10.0.0.1:5060"), "c1", 1, exp))
+            .collect();
+        assert_eq!(
+            store.update_aor(D, keyed(many), now),
+            Err(StoreError::TooManyBindings { limit: 10 })
+        );
+        // Ten removals of what is there and ten additions: the most a request can do.
+        let ten = |from: usize, at| {
+            (from..from + 10).map(move |i| aor(&format!("sip:u{i}@h"), "c1", 1, at))
+        };
+        store
+            .update_aor(D, keyed(ten(0, exp).collect()), now)
+            .unwrap();
+        let swap: Vec<Binding> = (0..10)
+            .map(|i| aor(&format!("sip:u{i}@h"), "c2", 1, now))
+            .chain(ten(10, exp).map(|b| Binding {
+                call_id: "c2".into(),
+                ..b
+            }))
+            .collect();
+        let listed = store.update_aor(D, keyed(swap), now).unwrap();
+        assert_eq!(listed.len(), 10);
+        assert_eq!(&*listed[0].contact_uri, "sip:u10@h");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_contacts_resolving_to_one_binding_are_refused() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let with_instance = Binding {
+            instance: Some("<urn:uuid:1>".into()),
+            ..aor("sip:u@10.0.0.1", "c1", 1, exp)
+        };
+        store
+            .update_aor(D, keyed(vec![with_instance.clone()]), now)
+            .unwrap();
+        // One Contact by instance (a new address), one by the old URI: both are the binding.
+        for expires_at in [exp, now] {
+            let both = keyed(vec![
+                Binding {
+                    contact_uri: "sip:u@192.0.2.7".into(),
+                    uri_key: UriKey::new("sip:u@192.0.2.7").short(),
+                    expires_at,
+                    ..with_instance.clone()
+                },
+                aor("sip:u@10.0.0.1", "c2", 1, expires_at),
+            ]);
+            assert_eq!(
+                store.update_aor(D, both, now),
+                Err(StoreError::DuplicateContact)
+            );
+        }
+        assert_eq!(uris(&store.bindings(D, 0, now)), [("sip:u@10.0.0.1", 60)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_line_of_a_device_is_its_own_aor() {
+        let store = Store::with_limits(3, 100, 1);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let on = |line, uri: &str, call_id: &str, cseq, at| Binding {
+            line,
+            ..aor(uri, call_id, cseq, at)
+        };
+        store
+            .register(D, update(binding(Some("i1"), "jabber", 1, exp), false), now)
+            .unwrap();
+        store
+            .update_aor(D, keyed(vec![on(0, "sip:x@h", "c1", 1, exp)]), now)
+            .unwrap();
+        // The same URI for the other line is another binding, under that line's own cap.
+        let listed = store
+            .update_aor(D, keyed(vec![on(1, "sip:x@h", "c2", 1, exp)]), now)
+            .unwrap();
+        assert_eq!(
+            uris(&listed),
+            [("sip:a@127.0.0.1:5000", 60), ("sip:x@h", 60)]
+        );
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.bindings(D, 0, now).len(), 2);
+        // `*` for line 1 leaves line 0's binding and the device's Cisco binding.
+        let star = AorUpdate::RemoveAll(on(1, "", "c2", 2, now));
+        assert_eq!(store.update_aor(D, star, now).unwrap().len(), 1);
+        assert_eq!(
+            uris(&store.bindings(D, 0, now)),
+            [("sip:a@127.0.0.1:5000", 60), ("sip:x@h", 60)]
+        );
+        assert_eq!(store.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_request_on_the_removals_call_id_keeps_the_tombstone() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(120);
+        store
+            .register(D, update(binding(Some("i1"), "c1", 13, exp), false), now)
+            .unwrap();
+        let off = update(binding(Some("i1"), "c1", 14, now), false);
+        assert_eq!(store.unregister(D, &off, now), Ok(true));
+        // Another client takes the device (no tombstone check: the Cisco binding is new)...
+        store
+            .register(D, update(binding(Some("i2"), "c2", 1, exp), false), now)
+            .unwrap();
+        // ...and a forced takeover on c1 with an older CSeq does not wipe c1's removal.
+        store
+            .register(D, update(binding(Some("i1"), "c1", 12, exp), true), now)
+            .unwrap();
+        assert!(store.lock().removed[D.0 as usize].is_some());
+        store
+            .register(D, update(binding(Some("i1"), "c1", 15, exp), false), now)
+            .unwrap();
+        assert!(store.lock().removed[D.0 as usize].is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_that_spilled_gives_its_heap_back() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let three = || {
+            keyed(vec![
+                aor("sip:a@h", "c1", 1, exp),
+                aor("sip:b@h", "c1", 1, now + Duration::from_secs(10)),
+                aor("sip:c@h", "c1", 1, now + Duration::from_secs(10)),
+            ])
+        };
+        store.update_aor(D, three(), now).unwrap();
+        assert!(store.lock().slots[D.0 as usize].spilled());
+        store.purge_expired(now + Duration::from_secs(10));
+        assert_eq!(store.len(), 1);
+        assert!(!store.lock().slots[D.0 as usize].spilled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seconds_left_are_rounded_up() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        store
+            .update_aor(
+                D,
+                keyed(vec![aor("sip:a@h", "c1", 1, now + Duration::from_secs(60))]),
+                now,
+            )
+            .unwrap();
+        let later = now + Duration::from_millis(59_500);
+        assert_eq!(uris(&store.bindings(D, 0, later)), [("sip:a@h", 1)]);
+        let later = now + Duration::from_millis(500);
+        assert_eq!(uris(&store.bindings(D, 0, later)), [("sip:a@h", 60)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rekey_moves_aor_bindings_to_their_dns_new_line() {
+        let store = Store::with_limits(3, 100, 10);
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(60);
+        let on = |line, uri: &str| Binding {
+            line,
+            ..aor(uri, "c1", 1, exp)
+        };
+        store
+            .register(D, update(binding(Some("i1"), "jabber", 1, exp), false), now)
+            .unwrap();
+        store
+            .update_aor(D, keyed(vec![on(0, "sip:first@h")]), now)
+            .unwrap();
+        store
+            .update_aor(D, keyed(vec![on(1, "sip:second@h")]), now)
+            .unwrap();
+        // The reload swapped the device's two lines and dropped the first DN.
+        store.rekey(3, Some, |_, l| (l == 1).then_some(0));
+        assert_eq!(
+            uris(&store.bindings(D, 0, now)),
+            [("sip:a@127.0.0.1:5000", 60), ("sip:second@h", 60)]
+        );
+        assert_eq!(store.len(), 2);
     }
 }

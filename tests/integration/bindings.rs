@@ -36,12 +36,17 @@ fn listed(r: &Response) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn stored(s: &TestServer) -> Vec<Listed> {
+/// SIPlegacy1's bindings for its `line` (0: DN 3001), the Cisco one included.
+fn stored_on(s: &TestServer, line: u16) -> Vec<Listed> {
     let device = s.settings.cluster.device_by_name("SIPlegacy1").unwrap();
     s.server()
         .registrar()
         .store()
-        .bindings(device, Instant::now())
+        .bindings(device, line, Instant::now())
+}
+
+fn stored(s: &TestServer) -> Vec<Listed> {
+    stored_on(s, 0)
 }
 
 fn client_register(transport: Transport, contact: &str) -> Register {
@@ -462,4 +467,147 @@ async fn oauth_ports_tell_nothing_about_devices_before_a_token() {
         r.warning(),
         Some(warning("SIP OAuth Registration port Mismatch").as_str())
     );
+}
+
+/// A 64 KB datagram of Contacts is refused with the cap's 403 before any Contact is bound
+/// (and before the store's lock: the daemon answers the next client at once).
+#[tokio::test]
+async fn a_datagram_of_thousands_of_contacts_gets_the_caps_403() {
+    let s = TestServer::lab().await;
+    let node = s.node_name(0);
+    let mut c = connect(&s, Udp).await;
+    let many: Vec<String> = (0..2250)
+        .map(|i| format!("<sip:u{i}@127.0.0.1:{}>", 10_000 + i))
+        .collect();
+    let reg = client_register(Udp, &many.join(","));
+    let bytes = reg.bytes();
+    assert!(
+        bytes.len() > 60_000 && bytes.len() < 65_000,
+        "{}",
+        bytes.len()
+    );
+    let r = c.request(&bytes).await;
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert_eq!(
+        r.warning(),
+        Some(format!("399 {node} \"Too many bindings for this address-of-record\"").as_str())
+    );
+    assert!(stored(&s).is_empty());
+    // Twice the cap (10 removals of what is not there, 10 additions) is still a request the
+    // cap could take.
+    let fits: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                "<sip:u{i}@127.0.0.1>;expires={}",
+                if i < 10 { 0 } else { 60 }
+            )
+        })
+        .collect();
+    let r = c.register(&client_register(Udp, &fits.join(","))).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(listed(&r).len(), 10);
+    // One Contact more is refused by count, though applying it would fit: eleven removals of
+    // nothing and ten refreshes.
+    let one_more: Vec<String> = (0..21)
+        .map(|i| match i {
+            0..=10 => format!("<sip:gone{i}@127.0.0.1>;expires=0"),
+            _ => format!("<sip:u{}@127.0.0.1>;expires=90", i - 1),
+        })
+        .collect();
+    let mut one_more = client_register(Udp, &one_more.join(","));
+    one_more.call_id = "another@127.0.0.1".into();
+    let r = c.register(&one_more).await;
+    assert_eq!(r.status, 403, "{}", r.raw);
+    let left = stored(&s);
+    assert_eq!(left.len(), 10);
+    assert!(
+        left.iter().all(|b| b.expires_in <= 60),
+        "nothing was refreshed to 90 s: {left:?}"
+    );
+}
+
+/// SIPlegacy1 with a second line, DN 3002: each DN is its own address-of-record.
+#[tokio::test]
+async fn each_dn_of_a_multi_line_device_is_its_own_aor() {
+    let s = TestServer::start(&lab_with(&[(
+        r#"lines = [{ dn = "3001", display_name = "Legacy", contact = "9e8d7c6b-5a49-4837-a261-5f4e3d2c1b03" }]"#,
+        r#"lines = [{ dn = "3001", display_name = "Legacy", contact = "9e8d7c6b-5a49-4837-a261-5f4e3d2c1b03" }, { dn = "3002", display_name = "Legacy 2", contact = "9e8d7c6b-5a49-4837-a261-5f4e3d2c1b04" }]"#,
+    ), ("max_bindings_per_aor = 10", "max_bindings_per_aor = 1")]))
+    .await;
+    let mut c = connect(&s, Udp).await;
+    let on = |dn: &str, contact: &str, call_id: &str| {
+        let mut r = client_register(Udp, contact);
+        r.dn = dn.into();
+        r.call_id = call_id.into();
+        r
+    };
+    // The same Contact for both DNs: two bindings, each under its DN's cap of one.
+    let r = c
+        .register(&on("3001", &format!("<{A}>"), "one@127.0.0.1"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let two = on("3002", &format!("<{A}>"), "two@127.0.0.1");
+    let r = c.register(&two).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(listed(&r), [(A.to_owned(), 120)], "3002 lists its own only");
+    assert_eq!(s.server().registrar().store().len(), 2);
+
+    // A query for 3001 lists 3001's binding only.
+    let query = on("3001", "", "q@127.0.0.1");
+    let bytes = String::from_utf8(query.bytes())
+        .unwrap()
+        .replace("Contact: \r\n", "");
+    let r = c.request(bytes.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(listed(&r).len(), 1, "{}", r.raw);
+
+    // `*` for 3002 removes 3002's binding, not 3001's.
+    let mut star = two.next();
+    star.contact = Some("*".into());
+    star.expires = Some("0".into());
+    let r = c.register(&star).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(contacts(&r).is_empty(), "{}", r.raw);
+    let left = stored_on(&s, 0);
+    assert_eq!(left.len(), 1);
+    assert_eq!(&*left[0].contact_uri, A);
+    assert!(stored_on(&s, 1).is_empty());
+}
+
+/// A `Contact: *` on another Call-ID than the Cisco client's removes the AOR's bindings and
+/// answers 200 listing the Cisco binding, which stays: it is not this client's to remove.
+#[tokio::test]
+async fn star_from_another_call_id_leaves_the_cisco_binding_listed() {
+    let s = TestServer::lab().await;
+    let mut c = connect(&s, Udp).await;
+    let mut jabber = Register::jabber("SIPlegacy1", DN);
+    jabber.transport = "UDP";
+    assert_eq!(c.register(&jabber).await.status, 200);
+    let r = c.register(&client_register(Udp, &format!("<{A}>"))).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(listed(&r).len(), 2);
+
+    let mut star = client_register(Udp, "*");
+    star.call_id = "someone-else@127.0.0.1".into();
+    star.expires = Some("0".into());
+    let r = c.register(&star).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let left = listed(&r);
+    assert_eq!(left.len(), 1, "{}", r.raw);
+    assert!(
+        left[0].0.contains("a8ae9f92-4b07-a0d7-d701-29320aed1e2e"),
+        "{left:?}"
+    );
+    assert!((119..=120).contains(&left[0].1), "{left:?}");
+    let store = s.server().registrar().store();
+    assert!(
+        store
+            .lookup(
+                s.settings.cluster.device_by_name("SIPlegacy1").unwrap(),
+                Instant::now()
+            )
+            .unwrap()
+            .device_named
+    );
+    assert_eq!(store.len(), 1);
 }

@@ -83,24 +83,52 @@ impl Live {
             .clone()
     }
 
-    /// Applies `on` to the listeners: opens or closes 5090/5091 of every node. Blocks.
+    /// Opens 5090/5091 of every node; if one cannot listen, closes again those it opened
+    /// (when the mode was off, `was_on`) and names the failures.
+    fn open_oauth(&self, was_on: bool) -> Result<(), Vec<String>> {
+        let errors = self.streams.open(is_oauth);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        if !was_on {
+            self.streams.close(is_oauth);
+        }
+        Err(errors.iter().map(ToString::to_string).collect())
+    }
+
+    /// Applies `on` to the listeners and the port rule: the listeners open before the rule
+    /// applies, and close after it stops applying. On error nothing changed. Blocks.
     fn apply_mode(&self, on: bool) -> Result<(), Vec<String>> {
-        self.mode.set(on);
         if on {
-            let errors = self.streams.open(is_oauth);
-            if !errors.is_empty() {
-                return Err(errors.iter().map(ToString::to_string).collect());
-            }
+            self.open_oauth(self.mode.get())?;
+            self.mode.set(true);
         } else {
+            self.mode.set(false);
             self.streams.close(is_oauth);
         }
         Ok(())
     }
 
+    /// `utils sipOAuth-mode enable|disable`: all or nothing. Enabling opens the listeners
+    /// first, then saves the mode, then applies the port rule; a listener that cannot open
+    /// or a file that cannot be written leaves the mode, the file and the listeners as they
+    /// were.
     pub(super) fn set_mode(&self, on: bool) -> Result<(), String> {
         let _changing = self.lock();
-        mode::persist(&self.state_dir, on).map_err(|e| e.to_string())?;
-        self.apply_mode(on).map_err(|e| e.join("\n"))?;
+        let was_on = self.mode.get();
+        if on {
+            self.open_oauth(was_on).map_err(|e| e.join("\n"))?;
+            if let Err(e) = mode::persist(&self.state_dir, true) {
+                if !was_on {
+                    self.streams.close(is_oauth);
+                }
+                return Err(e.to_string());
+            }
+            self.mode.set(true);
+        } else {
+            mode::persist(&self.state_dir, false).map_err(|e| e.to_string())?;
+            self.apply_mode(false).map_err(|e| e.join("\n"))?;
+        }
         tracing::info!(sip_oauth_mode = on, "cluster SIP OAuth mode changed");
         Ok(())
     }
@@ -250,12 +278,15 @@ impl Live {
                 .map_err(|e| e.into_list().iter().map(|e| error_chain(e)).collect()),
             &mut errors,
         );
-        let expressway = collect(
+        // Checked here; swapped below by re-reading under the table's own lock, so that an
+        // AXL or admin edit made meanwhile (they do not take `changing`) is kept.
+        let expressway_ok = collect(
             ExpresswayStore::open(
                 &self.state_dir.join(crate::expressway::FILE),
                 &new.cluster.params.uuid,
                 &new.cluster.expressway,
             )
+            .map(|_| ())
             .map_err(|e| vec![format!("Expressway-C table: {}", error_chain(&e))]),
             &mut errors,
         );
@@ -268,15 +299,22 @@ impl Live {
         // refuses the reload.
         let moved = moved.unwrap_or_default();
         let fresh = collect(self.bind_moved(&moved), &mut errors);
-        let (Some(configs), Some(expressway), Some(mode_on), Some(fresh), true) =
-            (configs, expressway, mode_on, fresh, errors.is_empty())
+        let (Some(configs), Some(()), Some(mode_on), Some(fresh), true) =
+            (configs, expressway_ok, mode_on, fresh, errors.is_empty())
         else {
             return Err(errors);
         };
 
         // Apply. Nothing below can be refused.
         self.tls.swap(configs);
-        self.expressway.replace_with(expressway);
+        let mut problems = Vec::new();
+        if let Err(e) = self
+            .expressway
+            .reload(&new.cluster.params.uuid, &new.cluster.expressway)
+        {
+            // Read fine moments ago: the file changed underneath; the table in memory stays.
+            problems.push(format!("Expressway-C table kept: {}", error_chain(&e)));
+        }
         let cluster = Arc::new(new.cluster.clone());
         let rekeyed = self.registrar.replace_cluster(cluster.clone());
         let mut report = vec![
@@ -292,7 +330,6 @@ impl Live {
             ),
             "Certificates and trust stores reloaded: new TLS handshakes use them.".into(),
         ];
-        let mut problems = Vec::new();
         if !fresh.is_empty() {
             let errs = self.streams.replace(
                 |e| {

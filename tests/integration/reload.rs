@@ -327,6 +327,55 @@ async fn mode_disable_closes_the_oauth_ports_and_enable_reopens_them_without_res
     );
 }
 
+/// A closed OAuth port is only reserved (bound, not listening): on Linux another socket with
+/// `SO_REUSEADDR` may bind it too and listen first. `enable` then fails, and fails whole:
+/// the mode, its file, the port rule and the other OAuth listeners stay as they were.
+#[tokio::test]
+async fn enable_that_cannot_listen_changes_nothing() {
+    let s = TestServer::lab().await;
+    let oauth = s.addr(0, OAuth, Tls);
+    let mra = s.addr(1, MraOAuth, Tls);
+    admin(&s, "utils sipOAuth-mode disable").await.unwrap();
+    let thief = socket2::Socket::new(
+        socket2::Domain::for_address(oauth),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    thief.set_reuse_address(true).unwrap();
+    if let Err(e) = thief.bind(&oauth.into()) {
+        // Not Linux's SO_REUSEADDR semantics: the reservation holds and nothing can fail.
+        eprintln!("skipped: the reserved port cannot be taken here ({e})");
+        return;
+    }
+    thief.listen(8).unwrap();
+
+    let out = admin(&s, "utils sipOAuth-mode enable").await.unwrap_err();
+    assert!(out.contains(&format!("cannot listen on {oauth}")), "{out}");
+    assert!(!s.server().sip_oauth_mode());
+    assert_eq!(
+        std::fs::read_to_string(s.state.path().join("sip-oauth-mode")).unwrap(),
+        "0\n"
+    );
+    assert_eq!(
+        admin(&s, MODE_QUERY).await.unwrap(),
+        "paramvalue\n=====\n0\n"
+    );
+    assert!(refused(mra).await, "5091 opened by a failed enable");
+    assert_eq!(s.try_addr(1, MraOAuth, Tls), None);
+    // Config files still follow the disabled mode (plain HTTP on 6970).
+    let tftp_http = s.server().web_addr(NodeId(0), WebPort::TftpHttp).unwrap();
+    let file = http_plain(tftp_http, http_request("GET", "/CSFrado.cnf.xml", &[], "")).await;
+    assert_eq!(file.status, 200);
+
+    // Once the port is free again, enable works.
+    drop(thief);
+    admin(&s, "utils sipOAuth-mode enable").await.unwrap();
+    assert!(s.server().sip_oauth_mode());
+    assert_eq!(s.addr(0, OAuth, Tls), oauth);
+    assert_eq!(s.addr(1, MraOAuth, Tls), mra);
+}
+
 /// Lab config with bob's SEP001122334455 removed, the devices before it reversed and a new device
 /// added first: every remaining device has a new position.
 fn reshuffled() -> String {

@@ -150,10 +150,20 @@ impl Live {
             cert: Settings::resolve(&self.state_dir, &settings.tls.tomcat_cert),
             key: Settings::resolve(&self.state_dir, &settings.tls.tomcat_key),
         };
-        let made = regen::regenerate_tomcat(&files).map_err(|e| error_chain(&e))?;
-        let configs = TlsConfigs::load(&settings, &self.state_dir, self.expressway.table())
-            .map_err(|e| error_chain(&e))?;
+        // Issued and checked with every other current TLS file in memory first: a bad file
+        // elsewhere refuses the command before the old pair is overwritten, so the daemon
+        // and `show cert list own` (which reads the files) keep agreeing.
+        let issued = regen::issue_tomcat(&files).map_err(|e| error_chain(&e))?;
+        let configs = TlsConfigs::load_with_tomcat(
+            &settings,
+            &self.state_dir,
+            self.expressway.table(),
+            (&issued.cert_pem, &issued.key_pem),
+        )
+        .map_err(|e| error_chain(&e))?;
+        regen::write_tomcat(&files, &issued).map_err(|e| error_chain(&e))?;
         self.tls.swap(configs);
+        let made = issued.summary;
         tracing::info!(serial = %made.serial, "tomcat certificate regenerated and in force");
         Ok(cert_line("tomcat", &files.cert, &made))
     }

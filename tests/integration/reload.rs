@@ -184,6 +184,41 @@ async fn regenerated_tomcat_serves_new_handshakes_while_the_old_connection_refre
     );
 }
 
+/// A TLS file that has nothing to do with tomcat is broken: the new pair is checked with it
+/// before anything is written, so the command is refused and the old pair stays on disk and
+/// in force (`show cert list own` and the handshake agree).
+#[tokio::test]
+async fn regen_refused_by_another_bad_tls_file_changes_no_file() {
+    let s = TestServer::lab().await;
+    let ca = s.lab_ca();
+    let certs = s.state.path().join("certs");
+    let (cert_before, key_before) = (
+        std::fs::read(certs.join("tomcat.pem")).unwrap(),
+        std::fs::read(certs.join("tomcat-key.pem")).unwrap(),
+    );
+    let listed_before = admin(&s, "show cert list own").await.unwrap();
+    std::fs::write(certs.join("callmanager-key.pem"), "not a key\n").unwrap();
+
+    let out = admin(&s, "set cert regen tomcat").await.unwrap_err();
+    assert!(out.contains("tls.callmanager_key"), "{out}");
+    assert_eq!(
+        std::fs::read(certs.join("tomcat.pem")).unwrap(),
+        cert_before
+    );
+    assert_eq!(
+        std::fs::read(certs.join("tomcat-key.pem")).unwrap(),
+        key_before
+    );
+    assert_eq!(
+        admin(&s, "show cert list own").await.unwrap(),
+        listed_before
+    );
+    assert_eq!(
+        presented(s.addr(0, OAuth, Tls), ca.cert_pem(), None).await,
+        tomcat_on_disk(&s)
+    );
+}
+
 #[tokio::test]
 async fn mode_disable_closes_the_oauth_ports_and_enable_reopens_them_without_restart() {
     let mut s = TestServer::lab().await;

@@ -223,7 +223,11 @@ mod tests {
             while rounds.iter().any(|r| r.load(Ordering::Relaxed) < ROUNDS)
                 && std::time::Instant::now() < deadline
             {
-                registrar.replace_cluster(if swaps % 2 == 0 { b.clone() } else { a.clone() });
+                registrar.replace_cluster(if swaps.is_multiple_of(2) {
+                    b.clone()
+                } else {
+                    a.clone()
+                });
                 swaps += 1;
                 std::thread::yield_now();
             }

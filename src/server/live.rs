@@ -415,6 +415,31 @@ fn moved_listeners(
             }
         }
     }
+    // A listener moving onto a port that one of ours listens on now (ports swapped between
+    // listeners) is refused rather than done: the new socket is bound while the old one
+    // still serves, so that a refused reload changes nothing; closing first would leave a
+    // window in which the port can be lost to another process, with no listener to go back
+    // to. A restart binds everything afresh.
+    for &(NodeId(i), service, after) in &moved {
+        let node = &new.nodes[usize::from(i)];
+        let holder = old.nodes.iter().find_map(|o| {
+            (o.address == node.address)
+                .then(|| stream_ports(&o.ports))
+                .into_iter()
+                .flatten()
+                .find(|&(_, p)| p == after)
+                .map(|(s, _)| (o, s))
+        });
+        if let Some((o, held_by)) = holder {
+            errors.push(format!(
+                "nodes.{}.ports: {} moves to port {after}, which the {} listener of node {}                  holds until this reload; swapping ports between listeners needs a restart",
+                node.name,
+                service.name(),
+                held_by.name(),
+                o.name
+            ));
+        }
+    }
     if errors.is_empty() {
         Ok(moved)
     } else {
@@ -554,6 +579,18 @@ mod tests {
         assert!(errors[0].starts_with("nodes.UCM-PUB.ports: "), "{errors:?}");
         assert!(
             errors[1].starts_with("nodes.UCM-SUB1.ports: "),
+            "{errors:?}"
+        );
+
+        let mut swapped = lab();
+        let p = &mut swapped.nodes[0].ports;
+        (p.tftp_http, p.tftp_https) = (p.tftp_https, p.tftp_http);
+        let errors = moved_listeners(&old, &swapped).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.starts_with("nodes.UCM-PUB.ports: ") && e.ends_with("needs a restart")),
             "{errors:?}"
         );
 

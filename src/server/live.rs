@@ -282,6 +282,13 @@ impl Live {
 
         // Every check runs, whatever fails before it, so the answer names every problem.
         let mut errors = Vec::new();
+        if new.cluster.params.uuid != old.cluster.params.uuid {
+            // Every pkid (AXL, UDS, Expressway-C rows) and the token store derive from it.
+            errors.push(
+                "cluster.uuid: changing the cluster UUID needs a restart (pkids derive from it)"
+                    .into(),
+            );
+        }
         let moved = collect(moved_listeners(&old.cluster, &new.cluster), &mut errors);
         let configs = collect(
             TlsConfigs::load(&new, &self.state_dir, self.expressway.table())
@@ -327,6 +334,10 @@ impl Live {
         }
         let cluster = Arc::new(new.cluster.clone());
         let rekeyed = self.registrar.replace_cluster(cluster.clone());
+        // The token service (and UDS, which reads through its handle) and the config files
+        // follow the same model: users, passwords, active flags, devices and profiles.
+        self.tokens.replace_cluster(cluster.clone());
+        self.provisioning.replace_cluster(cluster.clone());
         let mut report = vec![
             format!(
                 "Configuration reloaded: {} device(s), {} user(s), {} Expressway-C entr(ies).",
@@ -372,10 +383,36 @@ impl Live {
             problems.extend(e);
         }
         self.provisioning.publish_ports(self.bound_ports(&cluster));
+        problems.extend(
+            restart_only(&old, &new)
+                .into_iter()
+                .map(|key| format!("{key} changed; takes effect at the next start")),
+        );
         *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = new;
         report.extend(problems.iter().map(|p| format!("Warning: {p}")));
         Ok(report.join("\n") + "\n")
     }
+}
+
+/// The settings a reload takes but that only the next start applies (read once when the
+/// daemon starts: the token signer, limits sized into the listeners, the issuers' key sets,
+/// the UDS site), by their configuration key.
+fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.tokens != new.tokens {
+        changed.push("[tokens]");
+    }
+    if old.limits != new.limits {
+        changed.push("[limits]");
+    }
+    // IssuerConfig has no equality; its Debug form shows every field.
+    if format!("{:?}", old.identity_providers) != format!("{:?}", new.identity_providers) {
+        changed.push("[[identity_providers]]");
+    }
+    if old.cluster.params.server_version != new.cluster.params.server_version {
+        changed.push("cluster.server_version (UDS version)");
+    }
+    changed
 }
 
 /// The stream listeners whose port changed, with their new configured port; or why the

@@ -774,3 +774,151 @@ async fn show_open_ports_matches_lsof() {
         );
     }
 }
+
+/// The lab with user carol (password `lab`) and her device CSFcarol (Secure OAuth profile).
+fn with_carol() -> String {
+    let rado_hash = LAB_CONFIG
+        .split_once("id = \"rado\"")
+        .and_then(|(_, rest)| rest.split_once("password_hash = "))
+        .and_then(|(_, rest)| rest.lines().next())
+        .unwrap();
+    let added = format!(
+        "[[users]]\nid = \"carol\"\nactive = true\npassword_hash = {rado_hash}\n\n\
+         [[devices]]\nname = \"CSFcarol\"\nproduct_type = \"Cisco Unified Client Services Framework\"\n\
+         owner = \"carol\"\nprofile = \"Cisco Unified Client Services Framework - Secure OAuth\"\n\
+         lines = [{{ dn = \"3001\", display_name = \"Carol\", contact = \"3c9b1a2e-1f00-4c2e-9a8d-6e5f4a3b2c03\" }}]\n\n"
+    );
+    LAB_CONFIG.replacen("[[devices]]", &format!("{added}[[devices]]"), 1)
+}
+
+async fn password_grant(s: &TestServer, user: &str) -> HttpAnswer {
+    let client = format!("C{}", "cd".repeat(32));
+    s.post_form(
+        "/ssosp/oauth/token",
+        &[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", "lab"),
+            ("client_id", &client),
+        ],
+    )
+    .await
+}
+
+async fn uds_devices(s: &TestServer, user: &str) -> HttpAnswer {
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:lab"))
+    );
+    https(
+        s.web(0),
+        s.lab_ca().cert_pem(),
+        http_request(
+            "GET",
+            &format!("/cucm-uds/user/{user}/devices"),
+            &[("Authorization", &basic)],
+            "",
+        ),
+    )
+    .await
+}
+
+/// One reload changes the token service, UDS and the config files with the registrar: a
+/// user and device added by it get tokens, are listed and have their file served.
+#[tokio::test]
+async fn a_reload_that_adds_a_user_and_device_reaches_tokens_uds_and_config_files() {
+    let (s, path) = with_config_file(LAB_CONFIG).await;
+    let tftp_http = s.server().web_addr(NodeId(0), WebPort::TftpHttp).unwrap();
+    let tftp_https = s.server().web_addr(NodeId(0), WebPort::TftpHttps).unwrap();
+    let get_cnf = || http_request("GET", "/CSFcarol.cnf.xml", &[], "");
+    // Before: nobody knows carol.
+    assert_eq!(password_grant(&s, "carol").await.status, 400);
+    assert_eq!(http_plain(tftp_http, get_cnf()).await.status, 404);
+
+    std::fs::write(&path, with_carol()).unwrap();
+    let out = admin(&s, "utils reload config").await.unwrap();
+    assert!(out.contains("Configuration reloaded"), "{out}");
+    assert!(!out.contains("Warning"), "{out}");
+
+    // The token service knows her (password grant on 8443)...
+    let token = s.password_token("carol").await;
+    // ...UDS lists her device, with its config-file URL...
+    let devices = uds_devices(&s, "carol").await;
+    assert_eq!(devices.status, 200, "{}", devices.text());
+    assert!(
+        devices.text().contains("<name>CSFcarol</name>")
+            && devices.text().contains("CSFcarol.cnf.xml"),
+        "{}",
+        devices.text()
+    );
+    // ...its file exists: under OAuth, so not on plain 6970 (403, no longer 404), and on
+    // 6971 to its owner's token.
+    assert_eq!(http_plain(tftp_http, get_cnf()).await.status, 403);
+    let file = https(
+        tftp_https,
+        s.lab_ca().cert_pem(),
+        http_request(
+            "GET",
+            "/CSFcarol.cnf.xml",
+            &[("Authorization", &format!("Bearer {token}"))],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(file.status, 200, "{}", file.text());
+    assert!(file.text().contains("3001"), "{}", file.text());
+    // And she registers on 5090 with that token.
+    let mut c = Client::tls(s.addr(0, OAuth, Tls), s.lab_ca().cert_pem(), None).await;
+    let r = c
+        .register(&Register::jabber("CSFcarol", "3001").bearer(&token))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+}
+
+/// A user deactivated by a reload gets no more tokens.
+#[tokio::test]
+async fn a_reload_that_deactivates_a_user_stops_their_password_grant() {
+    let (s, path) = with_config_file(LAB_CONFIG).await;
+    assert_eq!(password_grant(&s, "rado").await.status, 200);
+    let toml = LAB_CONFIG.replacen(
+        "id = \"rado\"\nactive = true",
+        "id = \"rado\"\nactive = false",
+        1,
+    );
+    assert_ne!(toml, LAB_CONFIG);
+    std::fs::write(&path, toml).unwrap();
+    admin(&s, "utils reload config").await.unwrap();
+    let refused = password_grant(&s, "rado").await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("not active"), "{}", refused.text());
+    let devices = uds_devices(&s, "rado").await;
+    assert_ne!(devices.status, 200, "{}", devices.text());
+}
+
+/// A changed cluster UUID is refused by name; a changed `[limits]` is taken with a warning
+/// that it waits for the next start.
+#[tokio::test]
+async fn a_reload_refuses_a_new_uuid_and_warns_about_restart_only_settings() {
+    let (s, path) = with_config_file(LAB_CONFIG).await;
+    let uuid_line = LAB_CONFIG
+        .lines()
+        .find(|l| l.starts_with("uuid = "))
+        .unwrap();
+    let toml = LAB_CONFIG.replacen(
+        uuid_line,
+        "uuid = \"00000000-0000-4000-8000-000000000001\"",
+        1,
+    );
+    std::fs::write(&path, &toml).unwrap();
+    let err = admin(&s, "utils reload config").await.unwrap_err();
+    assert!(err.contains("cluster.uuid: "), "{err}");
+
+    let toml = LAB_CONFIG.replacen("max_headers = 64", "max_headers = 77", 1);
+    assert_ne!(toml, LAB_CONFIG);
+    std::fs::write(&path, &toml).unwrap();
+    let out = admin(&s, "utils reload config").await.unwrap();
+    assert!(
+        out.contains("Warning: [limits] changed; takes effect at the next start"),
+        "{out}"
+    );
+}

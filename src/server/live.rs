@@ -39,6 +39,9 @@ pub(super) struct Live {
     pub(super) source: Mutex<Option<ConfigSource>>,
     /// The configuration in force.
     pub(super) settings: Mutex<Settings>,
+    /// The configuration the daemon started with: what the settings only a start applies
+    /// are compared with, so every reload until the restart repeats their warning.
+    pub(super) started: Settings,
     pub(super) tokens: Arc<TokenService>,
     pub(super) expressway: Arc<ExpresswayStore>,
     pub(super) provisioning: Arc<Provisioning>,
@@ -384,7 +387,7 @@ impl Live {
         }
         self.provisioning.publish_ports(self.bound_ports(&cluster));
         problems.extend(
-            restart_only(&old, &new)
+            restart_only(&self.started, &new)
                 .into_iter()
                 .map(|key| format!("{key} changed; takes effect at the next start")),
         );

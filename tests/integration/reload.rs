@@ -921,4 +921,7 @@ async fn a_reload_refuses_a_new_uuid_and_warns_about_restart_only_settings() {
         out.contains("Warning: [limits] changed; takes effect at the next start"),
         "{out}"
     );
+    // Still not in force: the next reload says so again.
+    let out = admin(&s, "utils reload config").await.unwrap();
+    assert!(out.contains("Warning: [limits] changed"), "{out}");
 }

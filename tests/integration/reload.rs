@@ -925,3 +925,32 @@ async fn a_reload_refuses_a_new_uuid_and_warns_about_restart_only_settings() {
     let out = admin(&s, "utils reload config").await.unwrap();
     assert!(out.contains("Warning: [limits] changed"), "{out}");
 }
+
+/// Ports swapped between listeners of a node are refused by name (not as a port in use), and
+/// both listeners keep serving where they were.
+#[tokio::test]
+async fn a_reload_that_swaps_ports_between_listeners_is_refused_as_needing_a_restart() {
+    let (s, path) = with_config_file(LAB_CONFIG).await;
+    let before = s.server().web_addr(NodeId(0), WebPort::TftpHttp).unwrap();
+    let toml = LAB_CONFIG
+        .replacen("tftp_http_port = 6970", "tftp_http_port = 6999", 1)
+        .replacen("tftp_https_port = 6971", "tftp_https_port = 6970", 1)
+        .replacen("tftp_http_port = 6999", "tftp_http_port = 6971", 1);
+    assert!(
+        toml.contains("tftp_http_port = 6971\ntftp_https_port = 6970"),
+        "{toml}"
+    );
+    std::fs::write(&path, toml).unwrap();
+    let err = admin(&s, "utils reload config").await.unwrap_err();
+    assert!(
+        err.contains("nodes.UCM-PUB.ports: ")
+            && err.contains("swapping ports between listeners needs a restart"),
+        "{err}"
+    );
+    assert_eq!(
+        s.server().web_addr(NodeId(0), WebPort::TftpHttp).unwrap(),
+        before
+    );
+    let file = http_plain(before, http_request("GET", "/SIPlegacy1.cnf.xml", &[], "")).await;
+    assert_eq!(file.status, 200);
+}

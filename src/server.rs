@@ -362,6 +362,7 @@ impl Server {
             bind,
             source: std::sync::Mutex::new(None),
             settings: std::sync::Mutex::new(settings.clone()),
+            started: settings.clone(),
             tokens: token_service.clone(),
             expressway: expressway.clone(),
             provisioning: provisioning.clone(),

@@ -124,6 +124,14 @@ fn line(
         Protocol::Udp => ("UDP", ""),
     };
     let kind = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+    // lsof names an IPv4-mapped address by its IPv4 form, on a line that says IPv6.
+    let addr = match addr {
+        SocketAddr::V6(v6) => v6
+            .ip()
+            .to_ipv4_mapped()
+            .map_or(addr, |ip| SocketAddr::new(IpAddr::V4(ip), v6.port())),
+        v4 => v4,
+    };
     let fd = format!("{fd}u");
     format!(
         "{command:<8} {pid:<10} {user:<8} {fd:<5} {kind:<5} {inode:<11} 0t0  {node} {addr}{state}"
@@ -171,9 +179,10 @@ fn parse_addr(text: &str) -> Option<SocketAddr> {
             for i in 0..4 {
                 b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
             }
-            let v6 = Ipv6Addr::from(b);
-            // A dual-stack socket bound to an IPv4 address shows it mapped.
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+            // An IPv4-mapped address stays IPv6: the socket is an AF_INET6 one (bound to
+            // `::ffff:a.b.c.d`), lsof's TYPE column says IPv6, and the listener it belongs
+            // to reports that IPv6 address as its own.
+            IpAddr::V6(Ipv6Addr::from(b))
         }
         _ => return None,
     };
@@ -217,9 +226,14 @@ mod tests {
             parse_addr("00000000000000000000000001000000:13E2"),
             Some("[::1]:5090".parse().unwrap())
         );
+        let mapped: SocketAddr = "[::ffff:10.48.10.10]:5090".parse().unwrap();
         assert_eq!(
             parse_addr("0000000000000000FFFF00000A0A300A:13E2"),
-            Some("10.48.10.10:5090".parse().unwrap())
+            Some(mapped)
+        );
+        assert_eq!(
+            line("ccm", 1, "ccmbase", 3, 4, Protocol::Tcp, mapped),
+            "ccm      1          ccmbase  3u    IPv6  4           0t0  TCP 10.48.10.10:5090 (LISTEN)"
         );
         assert_eq!(parse_addr("zz:1"), None);
     }
@@ -235,6 +249,53 @@ mod tests {
         assert_eq!(
             line("sip-oauth", 7, "root", 12, 99, Protocol::Udp, addr),
             "sip-oauth 7          root     12u   IPv4  99          0t0  UDP 127.0.0.1:5060"
+        );
+    }
+
+    /// An AF_INET6 socket bound to an IPv4-mapped address, as the real lsof shows it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mapped_socket_matches_lsof() {
+        let Ok(l) = std::net::TcpListener::bind("[::ffff:127.0.0.1]:0") else {
+            eprintln!("skipped: no IPv6 here");
+            return;
+        };
+        let addr = l.local_addr().unwrap();
+        let ours = lsof_lines(&[OpenSocket {
+            protocol: Protocol::Tcp,
+            addr,
+        }])
+        .unwrap();
+        assert_eq!(ours.len(), 1, "{ours:?}");
+        assert!(
+            ours[0].contains("  IPv6  ")
+                && ours[0].ends_with(&format!(" TCP 127.0.0.1:{} (LISTEN)", addr.port())),
+            "{ours:?}"
+        );
+        let Ok(out) = std::process::Command::new("lsof")
+            .args(["-nP", "-a", "-p", &std::process::id().to_string()])
+            .arg(format!("-iTCP:{}", addr.port()))
+            .args(["-sTCP:LISTEN"])
+            .output()
+        else {
+            eprintln!("skipped the lsof comparison: lsof is not installed");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let theirs: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(theirs.len(), 1, "{text}");
+        let fields = |l: &str| {
+            l.split_whitespace()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fields(&ours[0]),
+            fields(theirs[0]),
+            "\n{}\n{}",
+            ours[0],
+            theirs[0]
         );
     }
 }

@@ -58,6 +58,10 @@ pub struct DeviceId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(pub u16);
 
+/// The cluster model as the services that follow a configuration reload read it: one
+/// `load` per request, swapped whole by the reload.
+pub type SharedCluster = Arc<arc_swap::ArcSwap<Cluster>>;
+
 #[derive(Debug, Clone)]
 pub struct Node {
     pub name: Arc<str>,

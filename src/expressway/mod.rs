@@ -144,33 +144,7 @@ impl ExpresswayStore {
         cluster_uuid: &str,
         initial: &[ExpresswayEntry],
     ) -> Result<Self, ExpresswayError> {
-        let io_error = |source| ExpresswayError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let rows = match std::fs::read(path) {
-            Ok(bytes) => {
-                let file: FileFormat = serde_json::from_slice(&bytes)
-                    .map_err(|e| io_error(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-                if file.version != FILE_VERSION {
-                    return Err(io_error(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("unknown version {}", file.version),
-                    )));
-                }
-                file.entries
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => initial
-                .iter()
-                .map(|e| Record {
-                    pkid: crate::cluster::pkid(cluster_uuid, "expresswayc", &e.host),
-                    host: e.host.clone(),
-                    description: e.description.clone(),
-                    names: e.subject_names.join(","),
-                })
-                .collect(),
-            Err(e) => return Err(io_error(e)),
-        };
+        let rows = read_rows(path, cluster_uuid, initial)?;
         let table = Arc::new(ArcSwap::from_pointee(entries(&rows)));
         Ok(Self {
             path: path.to_owned(),
@@ -287,6 +261,43 @@ impl ExpresswayStore {
     }
 }
 
+/// The rows in the file at `path`, or `initial` (with pkids derived from `cluster_uuid` and
+/// the host) when there is no file yet.
+fn read_rows(
+    path: &Path,
+    cluster_uuid: &str,
+    initial: &[ExpresswayEntry],
+) -> Result<Vec<Record>, ExpresswayError> {
+    let io_error = |source| ExpresswayError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let rows = match std::fs::read(path) {
+        Ok(bytes) => {
+            let file: FileFormat = serde_json::from_slice(&bytes)
+                .map_err(|e| io_error(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            if file.version != FILE_VERSION {
+                return Err(io_error(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unknown version {}", file.version),
+                )));
+            }
+            file.entries
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => initial
+            .iter()
+            .map(|e| Record {
+                pkid: crate::cluster::pkid(cluster_uuid, "expresswayc", &e.host),
+                host: e.host.clone(),
+                description: e.description.clone(),
+                names: e.subject_names.join(","),
+            })
+            .collect(),
+        Err(e) => return Err(io_error(e)),
+    };
+    Ok(rows)
+}
+
 /// Splits a stored `x509subjectnameoraltname` into the names a certificate is matched
 /// against: commas and whitespace separate, case is folded, IP addresses are canonical.
 pub fn parse_names(names: &str) -> Vec<String> {
@@ -364,13 +375,21 @@ fn entries(rows: &[Record]) -> Vec<ExpresswayEntry> {
 
 // Configuration reload (crate::server): kept apart from the table's own operations.
 impl ExpresswayStore {
-    /// Takes `fresh`'s rows (a store just opened on the same file with the reloaded
-    /// configuration's entries) and publishes them to the 5091 verifier.
-    pub fn replace_with(&self, fresh: Self) {
-        let rows = fresh.rows.into_inner().unwrap_or_else(|p| p.into_inner());
+    /// Re-reads the table for a configuration reload: the file's rows, or the reloaded
+    /// configuration's `initial` entries when no change was ever saved, and publishes them
+    /// to the 5091 verifier. The file is read under the table's lock, so an AXL or admin
+    /// edit made while the reload was being checked (it takes only this lock) is in the
+    /// file read and kept. On error the table stays as it was.
+    pub fn reload(
+        &self,
+        cluster_uuid: &str,
+        initial: &[ExpresswayEntry],
+    ) -> Result<(), ExpresswayError> {
         let mut current = self.lock();
+        let rows = read_rows(&self.path, cluster_uuid, initial)?;
         self.table.store(Arc::new(entries(&rows)));
         *current = rows;
+        Ok(())
     }
 }
 
@@ -396,6 +415,45 @@ mod tests {
             description: "d".into(),
             names: names.into(),
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_an_edit_made_while_it_was_being_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = open(dir.path());
+        // The reload checks the file first (its own store on the same file)...
+        let checked = open(dir.path());
+        assert_eq!(checked.list().len(), 1);
+        // ...an AXL edit lands in between...
+        live.add(new("exp-late", "late.lab")).unwrap();
+        // ...and the swap re-reads under the table's lock instead of installing the
+        // snapshot.
+        live.reload("uuid-1", &[config_entry()]).unwrap();
+        let hosts: Vec<String> = live.list().into_iter().map(|r| r.host).collect();
+        assert_eq!(hosts, ["exp-c", "exp-late"]);
+        assert!(
+            live.table()
+                .load()
+                .iter()
+                .any(|e| e.subject_names == ["late.lab"])
+        );
+        // The next change writes a file that still has it.
+        live.add(new("exp-next", "next.lab")).unwrap();
+        assert_eq!(open(dir.path()).list().len(), 3);
+    }
+
+    #[test]
+    fn a_reload_without_a_saved_table_takes_the_new_configuration_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = open(dir.path());
+        let other = ExpresswayEntry {
+            host: "exp-b".into(),
+            description: "b".into(),
+            subject_names: vec!["b.lab".into()],
+        };
+        live.reload("uuid-1", std::slice::from_ref(&other)).unwrap();
+        assert_eq!(live.list()[0].host, "exp-b");
+        assert_eq!(live.table().load()[0].subject_names, ["b.lab"]);
     }
 
     #[test]

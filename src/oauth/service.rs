@@ -25,7 +25,8 @@ use tokio::sync::Semaphore;
 use super::password;
 use super::store::{RefreshRecord, Revocation, StoreError, TokenStore};
 use crate::auth::{AuthError, IssuedToken, KeyError, TokenAuthority};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, SharedCluster};
+use arc_swap::ArcSwap;
 
 /// The only scope UCM's tokens carry; requests may name it among others.
 pub use crate::auth::SCOPE;
@@ -139,7 +140,9 @@ pub struct Authorization {
 
 /// The cluster's OAuth token service. Cheap to share behind an `Arc`.
 pub struct TokenService {
-    cluster: Arc<Cluster>,
+    /// Swapped by a configuration reload; shared with UDS (which reads its users and devices
+    /// through the same handle), so one reload changes both at once.
+    cluster: SharedCluster,
     authority: Arc<TokenAuthority>,
     store: Arc<TokenStore>,
     keys: KeyFiles,
@@ -169,7 +172,7 @@ impl TokenService {
         }
         let decoy_hash = password::hash("decoy password").unwrap_or_default();
         Self {
-            cluster,
+            cluster: Arc::new(ArcSwap::new(cluster)),
             authority,
             store,
             keys,
@@ -200,29 +203,43 @@ impl TokenService {
         &self.store
     }
 
-    pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
+    /// The cluster model in force now.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster.load_full()
+    }
+
+    /// The handle a reload swaps: readers that must follow it keep this, not a model.
+    pub fn shared_cluster(&self) -> SharedCluster {
+        self.cluster.clone()
+    }
+
+    /// Puts `cluster` in force (configuration reload): the next login, grant and refresh
+    /// meet its users, passwords and active flags.
+    pub fn replace_cluster(&self, cluster: Arc<Cluster>) {
+        self.cluster.store(cluster);
     }
 
     /// Whether the code grant and refresh tokens are on.
     pub fn refresh_login_flow(&self) -> bool {
-        self.cluster.params.oauth_refresh_login_flow
+        self.cluster.load().params.oauth_refresh_login_flow
     }
 
     /// Seconds an access token lives.
     pub fn access_ttl(&self) -> u64 {
-        u64::from(self.cluster.params.access_token_expiry_minutes) * 60
+        u64::from(self.cluster.load().params.access_token_expiry_minutes) * 60
     }
 
     fn refresh_ttl(&self) -> u64 {
-        u64::from(self.cluster.params.jabber_refresh_token_expiry_days) * 86_400
+        u64::from(self.cluster.load().params.jabber_refresh_token_expiry_days) * 86_400
     }
 
     /// Checks an end user's password (slow: see [`password`]). Unknown users, wrong passwords
     /// and users without a password all fail alike; an inactive user with the right password
     /// is told so.
     pub async fn login(&self, username: &str, pass: &str) -> Result<Arc<str>, OAuthError> {
-        let user = self.cluster.user(username);
+        // An owned model: the password check below awaits.
+        let cluster = self.cluster.load_full();
+        let user = cluster.user(username);
         let phc = user
             .and_then(|u| u.password_hash.as_deref())
             .map_or_else(|| self.decoy_hash.clone(), str::to_owned);
@@ -240,7 +257,8 @@ impl TokenService {
 
     /// Checks an application user (HTTP Basic of the administrative APIs).
     pub async fn app_login(&self, username: &str, pass: &str) -> Result<Arc<str>, OAuthError> {
-        let user = self.cluster.app_user(username);
+        let cluster = self.cluster.load_full();
+        let user = cluster.app_user(username);
         let phc = user.map_or_else(|| self.decoy_hash.clone(), |u| u.password_hash.to_string());
         match (self.check_password(phc, pass).await?, user) {
             (true, Some(u)) => Ok(u.id.clone()),
@@ -354,7 +372,7 @@ impl TokenService {
         if !record.is_active(now) {
             return Err(OAuthError::invalid_grant("the refresh token expired"));
         }
-        let user = match self.cluster.user(&record.user) {
+        let user = match self.cluster.load().user(&record.user) {
             Some(u) if u.active => u.id.clone(),
             _ => return Err(OAuthError::invalid_grant("the user is not active")),
         };
@@ -455,7 +473,11 @@ impl TokenService {
                 }
             }
         }
-        let active = self.cluster.user(&pending.user).is_some_and(|u| u.active);
+        let active = self
+            .cluster
+            .load()
+            .user(&pending.user)
+            .is_some_and(|u| u.active);
         if !active {
             return Err(OAuthError::invalid_grant("the user is not active"));
         }

@@ -28,15 +28,16 @@ pub struct Regenerated {
     pub names: Vec<String>,
 }
 
-/// Issues and writes the new pair; on error nothing on disk changed (the key is written
-/// only once the certificate is made, and each file is replaced atomically).
-pub fn regenerate_tomcat(files: &TomcatFiles) -> Result<Regenerated, PkiError> {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| PkiError::Io {
-            path: p.to_owned(),
-            source,
-        })
-    };
+/// A new tomcat pair, issued but not yet written.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// What the new certificate is.
+    pub summary: Regenerated,
+}
+
+/// Issues a new pair naming what the current certificate names. Reads only.
+pub fn issue_tomcat(files: &TomcatFiles) -> Result<Issued, PkiError> {
     let ca = Authority::from_pem(&read(&files.ca_cert)?, &read(&files.ca_key)?)?;
     let current = read(&files.cert)?;
     let bad = |reason: String| PkiError::BadPem {
@@ -49,14 +50,35 @@ pub fn regenerate_tomcat(files: &TomcatFiles) -> Result<Regenerated, PkiError> {
     let issued = ca.issue_server_for_unit(&cn, unit.as_deref(), &names)?;
     let new_der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
         .map_err(|e| bad(format!("issued certificate does not parse: {e}")))?;
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| PkiError::Io { path, source }
-    };
+    let summary = describe(&new_der).map_err(bad)?;
+    Ok(Issued {
+        cert_pem: issued.cert_pem,
+        key_pem: issued.key_pem,
+        summary,
+    })
+}
+
+/// Writes `new` over the configured files; on error the files hold the old pair again (each
+/// file is replaced atomically, and what was written before the failure is put back).
+pub fn write_tomcat(files: &TomcatFiles, new: &Issued) -> Result<(), PkiError> {
+    let old_key = std::fs::read(&files.key).map_err(io(&files.key))?;
+    let old_cert = std::fs::read(&files.cert).map_err(io(&files.cert))?;
+    let written = write_pair(files, new.key_pem.as_bytes(), new.cert_pem.as_bytes());
+    if written.is_err() {
+        // Best effort: the failure that made the write fail may make this fail too, and the
+        // first error is the one to report.
+        if let Err(error) = write_pair(files, &old_key, &old_cert) {
+            tracing::error!(%error, "could not restore the previous tomcat key and certificate");
+        }
+    }
+    written
+}
+
+fn write_pair(files: &TomcatFiles, key: &[u8], cert: &[u8]) -> Result<(), PkiError> {
     // Key first: between the two renames the pair mismatches, and a TLS load then fails
     // loudly instead of presenting the old certificate with a key it does not match.
-    super::write_private_file(&files.key, issued.key_pem.as_bytes()).map_err(io(&files.key))?;
-    super::write_private_file(&files.cert, issued.cert_pem.as_bytes()).map_err(io(&files.cert))?;
+    super::write_private_file(&files.key, key).map_err(io(&files.key))?;
+    super::write_private_file(&files.cert, cert).map_err(io(&files.cert))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -64,7 +86,26 @@ pub fn regenerate_tomcat(files: &TomcatFiles) -> Result<Regenerated, PkiError> {
         std::fs::set_permissions(&files.cert, std::fs::Permissions::from_mode(0o644))
             .map_err(io(&files.cert))?;
     }
-    describe(&new_der).map_err(bad)
+    Ok(())
+}
+
+/// Issues and writes the new pair; on error nothing on disk changed.
+pub fn regenerate_tomcat(files: &TomcatFiles) -> Result<Regenerated, PkiError> {
+    let issued = issue_tomcat(files)?;
+    write_tomcat(files, &issued)?;
+    Ok(issued.summary)
+}
+
+fn read(p: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(p).map_err(|source| PkiError::Io {
+        path: p.to_owned(),
+        source,
+    })
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError {
+    let path = path.to_owned();
+    move |source| PkiError::Io { path, source }
 }
 
 /// Subject, serial and SANs of a certificate, as `show cert list own` prints them.

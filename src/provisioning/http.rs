@@ -34,7 +34,7 @@ use axum::routing::get;
 
 use super::{Lookup, Provisioning};
 use crate::auth::unix_now;
-use crate::cluster::DeviceId;
+use crate::cluster::{Cluster, DeviceId};
 use crate::net::WebPort;
 use crate::sip::grammar::{Credential, parse_bearer_credential};
 
@@ -62,7 +62,9 @@ async fn serve(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let device = match files.state.lookup(&name, files.https) {
+    // One model for the lookup, the owner check and the rendering.
+    let model = files.state.model();
+    let device = match files.state.lookup_in(&model, &name, files.https) {
         Lookup::BadName => return text(StatusCode::BAD_REQUEST, "bad file name\n".into()),
         // `lookup` admitted the name's characters, so echoing it is safe.
         Lookup::Unknown => return text(StatusCode::NOT_FOUND, format!("{name} not found\n")),
@@ -74,8 +76,8 @@ async fn serve(
             );
         }
         Lookup::OAuth(device) => {
-            if let Err(refusal) = authorize(&files.state, &headers, device) {
-                return refusal.response(&files.state.cluster().params.sip_realm);
+            if let Err(refusal) = authorize(&files.state, &model.cluster, &headers, device) {
+                return refusal.response(&model.cluster.params.sip_realm);
             }
             device
         }
@@ -85,7 +87,7 @@ async fn serve(
             (header::CONTENT_TYPE, "text/xml"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        files.state.render(device),
+        files.state.render_in(&model.cluster, device),
     )
         .into_response()
 }
@@ -113,7 +115,12 @@ impl Refusal {
 
 /// Checks the `Authorization: Bearer` token against `device`'s owner. Both forms are
 /// accepted: RFC 6750's `Bearer <token>` and Cisco's `Bearer token="<token>"`.
-fn authorize(state: &Provisioning, headers: &HeaderMap, device: DeviceId) -> Result<(), Refusal> {
+fn authorize(
+    state: &Provisioning,
+    cluster: &Cluster,
+    headers: &HeaderMap,
+    device: DeviceId,
+) -> Result<(), Refusal> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Refusal::Challenge(None));
     };
@@ -133,7 +140,6 @@ fn authorize(state: &Provisioning, headers: &HeaderMap, device: DeviceId) -> Res
             tracing::debug!(reason = error.reason(), "config file token refused");
             Refusal::Challenge(Some("invalid_token"))
         })?;
-    let cluster = state.cluster();
     let device = cluster.device(device);
     let active = cluster.user(&device.owner).is_some_and(|u| u.active);
     if *identity.user != *device.owner || !active {

@@ -14,7 +14,7 @@ pub mod http;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::auth::Authenticator;
 use crate::cluster::{Cluster, DeviceId, LiveMode, NodePorts};
@@ -28,11 +28,10 @@ pub const MAX_FILE_NAME: usize = 128;
 
 /// The config files' state: the cluster, the credential check, and the ports files publish.
 pub struct Provisioning {
-    cluster: Arc<Cluster>,
+    /// Swapped whole by a configuration reload: a request loads it once and resolves and
+    /// renders its file from that one model, so a device id never meets another model.
+    model: ArcSwap<Model>,
     authenticator: Arc<dyn Authenticator>,
-    /// Device names in ASCII lower case, for the case-insensitive second lookup (the
-    /// configuration refuses two names that differ only in case).
-    folded: HashMap<String, DeviceId>,
     /// The ports files publish, per node; set once the listeners are bound (see
     /// [`Self::publish_ports`]). Unset, files publish the configured ports.
     ports: ArcSwapOption<Vec<NodePorts>>,
@@ -55,21 +54,51 @@ pub enum Lookup {
     BadName,
 }
 
-impl Provisioning {
-    pub fn new(cluster: Arc<Cluster>, authenticator: Arc<dyn Authenticator>) -> Self {
+/// A cluster model and its device-name index.
+struct Model {
+    cluster: Arc<Cluster>,
+    /// Device names in ASCII lower case, for the case-insensitive second lookup (the
+    /// configuration refuses two names that differ only in case).
+    folded: HashMap<String, DeviceId>,
+}
+
+impl Model {
+    fn new(cluster: Arc<Cluster>) -> Self {
         let mut folded = HashMap::with_capacity(cluster.devices.len());
         for (i, d) in cluster.devices.iter().enumerate() {
             folded
                 .entry(d.name.to_ascii_lowercase())
                 .or_insert(DeviceId(i as u32));
         }
+        Self { cluster, folded }
+    }
+
+    /// The device named `name`: exact match first, then ASCII case-insensitive.
+    fn device(&self, name: &str) -> Option<DeviceId> {
+        self.cluster
+            .device_by_name(name)
+            .or_else(|| self.folded.get(&name.to_ascii_lowercase()).copied())
+    }
+}
+
+impl Provisioning {
+    pub fn new(cluster: Arc<Cluster>, authenticator: Arc<dyn Authenticator>) -> Self {
         Self {
             authenticator,
-            folded,
             ports: ArcSwapOption::empty(),
             mode: LiveMode::new(cluster.params.sip_oauth_mode),
-            cluster,
+            model: ArcSwap::from_pointee(Model::new(cluster)),
         }
+    }
+
+    /// Puts `cluster` in force (configuration reload): the next request finds its devices,
+    /// owners and profiles.
+    pub fn replace_cluster(&self, cluster: Arc<Cluster>) {
+        self.model.store(Arc::new(Model::new(cluster)));
+    }
+
+    fn model(&self) -> Arc<Model> {
+        self.model.load_full()
     }
 
     /// Follows `mode` instead of the configuration's fixed value.
@@ -91,14 +120,19 @@ impl Provisioning {
     /// devices under OAuth, whose file only HTTPS 6971 serves, to the owner's token). Device
     /// names match exactly first, then ASCII case-insensitively; so does the suffix.
     pub fn file(&self, name: &str) -> Option<Vec<u8>> {
-        match self.lookup(name, false) {
-            Lookup::Open(device) => Some(self.render(device)),
+        let model = self.model();
+        match self.lookup_in(&model, name, false) {
+            Lookup::Open(device) => Some(self.render_in(&model.cluster, device)),
             _ => None,
         }
     }
 
     /// What `name` names. `.sgn` names count only when `signed` (HTTPS).
     pub fn lookup(&self, name: &str, signed: bool) -> Lookup {
+        self.lookup_in(&self.model(), name, signed)
+    }
+
+    fn lookup_in(&self, model: &Model, name: &str, signed: bool) -> Lookup {
         if !plausible(name) {
             return Lookup::BadName;
         }
@@ -110,10 +144,10 @@ impl Provisioning {
                 None => return Lookup::Unknown,
             },
         };
-        let Some(device) = self.device(stem) else {
+        let Some(device) = model.device(stem) else {
             return Lookup::Unknown;
         };
-        if self.under_oauth(device) {
+        if self.mode.get() && model.cluster.profile_of(device).oauth {
             Lookup::OAuth(device)
         } else {
             Lookup::Open(device)
@@ -122,9 +156,7 @@ impl Provisioning {
 
     /// The device named `name`: exact match first, then ASCII case-insensitive.
     pub fn device(&self, name: &str) -> Option<DeviceId> {
-        self.cluster
-            .device_by_name(name)
-            .or_else(|| self.folded.get(&name.to_ascii_lowercase()).copied())
+        self.model().device(name)
     }
 
     /// The cluster's SIP OAuth mode now.
@@ -134,7 +166,7 @@ impl Provisioning {
 
     /// Whether `device`'s file needs its owner's token (and HTTPS).
     pub fn under_oauth(&self, device: DeviceId) -> bool {
-        self.mode.get() && self.cluster.profile_of(device).oauth
+        self.mode.get() && self.model().cluster.profile_of(device).oauth
     }
 
     /// The ports files and UDS publish, per node: the bound ones once published, else the
@@ -142,23 +174,29 @@ impl Provisioning {
     pub fn ports(&self) -> Vec<NodePorts> {
         match &*self.ports.load() {
             Some(ports) => Vec::clone(ports),
-            None => self.cluster.nodes.iter().map(|n| n.ports).collect(),
+            None => self.model().cluster.nodes.iter().map(|n| n.ports).collect(),
         }
     }
 
     /// `device`'s file, publishing the bound ports.
     pub fn render(&self, device: DeviceId) -> Vec<u8> {
+        self.render_in(&self.model().cluster, device)
+    }
+
+    /// `device`'s file in `cluster` (the model it was looked up in).
+    fn render_in(&self, cluster: &Cluster, device: DeviceId) -> Vec<u8> {
         match &*self.ports.load() {
-            Some(ports) => cnf::render_live(&self.cluster, ports, device, self.mode.get()),
+            Some(ports) => cnf::render_live(cluster, ports, device, self.mode.get()),
             None => {
-                let ports: Vec<NodePorts> = self.cluster.nodes.iter().map(|n| n.ports).collect();
-                cnf::render_live(&self.cluster, &ports, device, self.mode.get())
+                let ports: Vec<NodePorts> = cluster.nodes.iter().map(|n| n.ports).collect();
+                cnf::render_live(cluster, &ports, device, self.mode.get())
             }
         }
     }
 
-    pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
+    /// The cluster model in force now.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.model().cluster.clone()
     }
 
     pub fn authenticator(&self) -> &Arc<dyn Authenticator> {

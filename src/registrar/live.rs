@@ -118,7 +118,7 @@ impl Registrar {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use super::*;
     use crate::auth::{AuthError, Identity};
@@ -185,11 +185,18 @@ mod tests {
         let b = Arc::new(reversed(&a));
         let store = Store::new(a.devices.len(), 1000);
         let registrar = Registrar::new(a.clone(), store.clone(), Arc::new(NoTokens));
+        const WORKERS: usize = 4;
+        // Rounds every worker makes while swaps run: with fewer, a worker scheduled late on
+        // a loaded machine could see no swap at all, and the test would prove nothing.
+        const ROUNDS: u32 = 200;
         let stop = AtomicBool::new(false);
+        let start = std::sync::Barrier::new(WORKERS + 1);
+        let rounds: Vec<AtomicU32> = (0..WORKERS).map(|_| AtomicU32::new(0)).collect();
+        let mut swaps = 0u32;
         std::thread::scope(|scope| {
-            for t in 0..4u32 {
+            for t in 0..WORKERS as u32 {
                 let registrar = registrar.clone();
-                let stop = &stop;
+                let (stop, start, done) = (&stop, &start, &rounds[t as usize]);
                 scope.spawn(move || {
                     let peer = Peer {
                         addr: SocketAddr::from(([10, 10, 10, 10], 5060)),
@@ -198,6 +205,7 @@ mod tests {
                         transport: Transport::Udp,
                         cert_names: None,
                     };
+                    start.wait();
                     let mut cseq = 1;
                     while !stop.load(Ordering::Relaxed) {
                         for i in [t, t + 4] {
@@ -214,15 +222,33 @@ mod tests {
                             );
                         }
                         cseq += 1;
+                        done.fetch_add(1, Ordering::Relaxed);
                     }
                 });
             }
-            for round in 0..300 {
-                registrar.replace_cluster(if round % 2 == 0 { b.clone() } else { a.clone() });
+            start.wait();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while rounds.iter().any(|r| r.load(Ordering::Relaxed) < ROUNDS)
+                && std::time::Instant::now() < deadline
+            {
+                registrar.replace_cluster(if swaps.is_multiple_of(2) {
+                    b.clone()
+                } else {
+                    a.clone()
+                });
+                swaps += 1;
                 std::thread::yield_now();
             }
             stop.store(true, Ordering::Relaxed);
         });
+        for (t, r) in rounds.iter().enumerate() {
+            let r = r.load(Ordering::Relaxed);
+            assert!(
+                r >= ROUNDS,
+                "worker {t} made {r} rounds before the deadline"
+            );
+        }
+        assert!(swaps >= 2, "{swaps} swaps");
         let cluster = registrar.cluster();
         let bindings = store.list(tokio::time::Instant::now());
         assert_eq!(bindings.len(), 8);

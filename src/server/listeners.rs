@@ -5,7 +5,10 @@
 //! A closed listener keeps its port **reserved**: a socket bound (with `SO_REUSEADDR`) but not
 //! listening, so a connection attempt is refused exactly as when nothing is bound, and opening
 //! it again is `listen(2)` on the same port, also when the port was chosen by the kernel (port
-//! 0 in tests). Closing a listener cancels its accept loop **and its connections** (their
+//! 0 in tests). The reservation is not exclusive: on Linux another socket that also sets
+//! `SO_REUSEADDR` may bind the same port while ours is not listening, and whichever listens
+//! first gets it; opening then fails with `EADDRINUSE`, reported to the caller, who closes
+//! again what it opened (`utils sipOAuth-mode enable` is all or nothing). Closing a listener cancels its accept loop **and its connections** (their
 //! cancellation tokens are children of the listener's): UCM closes 5090/5091 by restarting
 //! the CallManager service, which drops them too, and a client then meets the mode it must
 //! re-register under.

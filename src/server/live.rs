@@ -39,6 +39,9 @@ pub(super) struct Live {
     pub(super) source: Mutex<Option<ConfigSource>>,
     /// The configuration in force.
     pub(super) settings: Mutex<Settings>,
+    /// The configuration the daemon started with: what the settings only a start applies
+    /// are compared with, so every reload until the restart repeats their warning.
+    pub(super) started: Settings,
     pub(super) tokens: Arc<TokenService>,
     pub(super) expressway: Arc<ExpresswayStore>,
     pub(super) provisioning: Arc<Provisioning>,
@@ -83,24 +86,52 @@ impl Live {
             .clone()
     }
 
-    /// Applies `on` to the listeners: opens or closes 5090/5091 of every node. Blocks.
+    /// Opens 5090/5091 of every node; if one cannot listen, closes again those it opened
+    /// (when the mode was off, `was_on`) and names the failures.
+    fn open_oauth(&self, was_on: bool) -> Result<(), Vec<String>> {
+        let errors = self.streams.open(is_oauth);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        if !was_on {
+            self.streams.close(is_oauth);
+        }
+        Err(errors.iter().map(ToString::to_string).collect())
+    }
+
+    /// Applies `on` to the listeners and the port rule: the listeners open before the rule
+    /// applies, and close after it stops applying. On error nothing changed. Blocks.
     fn apply_mode(&self, on: bool) -> Result<(), Vec<String>> {
-        self.mode.set(on);
         if on {
-            let errors = self.streams.open(is_oauth);
-            if !errors.is_empty() {
-                return Err(errors.iter().map(ToString::to_string).collect());
-            }
+            self.open_oauth(self.mode.get())?;
+            self.mode.set(true);
         } else {
+            self.mode.set(false);
             self.streams.close(is_oauth);
         }
         Ok(())
     }
 
+    /// `utils sipOAuth-mode enable|disable`: all or nothing. Enabling opens the listeners
+    /// first, then saves the mode, then applies the port rule; a listener that cannot open
+    /// or a file that cannot be written leaves the mode, the file and the listeners as they
+    /// were.
     pub(super) fn set_mode(&self, on: bool) -> Result<(), String> {
         let _changing = self.lock();
-        mode::persist(&self.state_dir, on).map_err(|e| e.to_string())?;
-        self.apply_mode(on).map_err(|e| e.join("\n"))?;
+        let was_on = self.mode.get();
+        if on {
+            self.open_oauth(was_on).map_err(|e| e.join("\n"))?;
+            if let Err(e) = mode::persist(&self.state_dir, true) {
+                if !was_on {
+                    self.streams.close(is_oauth);
+                }
+                return Err(e.to_string());
+            }
+            self.mode.set(true);
+        } else {
+            mode::persist(&self.state_dir, false).map_err(|e| e.to_string())?;
+            self.apply_mode(false).map_err(|e| e.join("\n"))?;
+        }
         tracing::info!(sip_oauth_mode = on, "cluster SIP OAuth mode changed");
         Ok(())
     }
@@ -122,10 +153,20 @@ impl Live {
             cert: Settings::resolve(&self.state_dir, &settings.tls.tomcat_cert),
             key: Settings::resolve(&self.state_dir, &settings.tls.tomcat_key),
         };
-        let made = regen::regenerate_tomcat(&files).map_err(|e| error_chain(&e))?;
-        let configs = TlsConfigs::load(&settings, &self.state_dir, self.expressway.table())
-            .map_err(|e| error_chain(&e))?;
+        // Issued and checked with every other current TLS file in memory first: a bad file
+        // elsewhere refuses the command before the old pair is overwritten, so the daemon
+        // and `show cert list own` (which reads the files) keep agreeing.
+        let issued = regen::issue_tomcat(&files).map_err(|e| error_chain(&e))?;
+        let configs = TlsConfigs::load_with_tomcat(
+            &settings,
+            &self.state_dir,
+            self.expressway.table(),
+            (&issued.cert_pem, &issued.key_pem),
+        )
+        .map_err(|e| error_chain(&e))?;
+        regen::write_tomcat(&files, &issued).map_err(|e| error_chain(&e))?;
         self.tls.swap(configs);
+        let made = issued.summary;
         tracing::info!(serial = %made.serial, "tomcat certificate regenerated and in force");
         Ok(cert_line("tomcat", &files.cert, &made))
     }
@@ -244,18 +285,28 @@ impl Live {
 
         // Every check runs, whatever fails before it, so the answer names every problem.
         let mut errors = Vec::new();
+        if new.cluster.params.uuid != old.cluster.params.uuid {
+            // Every pkid (AXL, UDS, Expressway-C rows) and the token store derive from it.
+            errors.push(
+                "cluster.uuid: changing the cluster UUID needs a restart (pkids derive from it)"
+                    .into(),
+            );
+        }
         let moved = collect(moved_listeners(&old.cluster, &new.cluster), &mut errors);
         let configs = collect(
             TlsConfigs::load(&new, &self.state_dir, self.expressway.table())
                 .map_err(|e| e.into_list().iter().map(|e| error_chain(e)).collect()),
             &mut errors,
         );
-        let expressway = collect(
+        // Checked here; swapped below by re-reading under the table's own lock, so that an
+        // AXL or admin edit made meanwhile (they do not take `changing`) is kept.
+        let expressway_ok = collect(
             ExpresswayStore::open(
                 &self.state_dir.join(crate::expressway::FILE),
                 &new.cluster.params.uuid,
                 &new.cluster.expressway,
             )
+            .map(|_| ())
             .map_err(|e| vec![format!("Expressway-C table: {}", error_chain(&e))]),
             &mut errors,
         );
@@ -268,17 +319,28 @@ impl Live {
         // refuses the reload.
         let moved = moved.unwrap_or_default();
         let fresh = collect(self.bind_moved(&moved), &mut errors);
-        let (Some(configs), Some(expressway), Some(mode_on), Some(fresh), true) =
-            (configs, expressway, mode_on, fresh, errors.is_empty())
+        let (Some(configs), Some(()), Some(mode_on), Some(fresh), true) =
+            (configs, expressway_ok, mode_on, fresh, errors.is_empty())
         else {
             return Err(errors);
         };
 
         // Apply. Nothing below can be refused.
         self.tls.swap(configs);
-        self.expressway.replace_with(expressway);
+        let mut problems = Vec::new();
+        if let Err(e) = self
+            .expressway
+            .reload(&new.cluster.params.uuid, &new.cluster.expressway)
+        {
+            // Read fine moments ago: the file changed underneath; the table in memory stays.
+            problems.push(format!("Expressway-C table kept: {}", error_chain(&e)));
+        }
         let cluster = Arc::new(new.cluster.clone());
         let rekeyed = self.registrar.replace_cluster(cluster.clone());
+        // The token service (and UDS, which reads through its handle) and the config files
+        // follow the same model: users, passwords, active flags, devices and profiles.
+        self.tokens.replace_cluster(cluster.clone());
+        self.provisioning.replace_cluster(cluster.clone());
         let mut report = vec![
             format!(
                 "Configuration reloaded: {} device(s), {} user(s), {} Expressway-C entr(ies).",
@@ -292,7 +354,6 @@ impl Live {
             ),
             "Certificates and trust stores reloaded: new TLS handshakes use them.".into(),
         ];
-        let mut problems = Vec::new();
         if !fresh.is_empty() {
             let errs = self.streams.replace(
                 |e| {
@@ -325,10 +386,36 @@ impl Live {
             problems.extend(e);
         }
         self.provisioning.publish_ports(self.bound_ports(&cluster));
+        problems.extend(
+            restart_only(&self.started, &new)
+                .into_iter()
+                .map(|key| format!("{key} changed; takes effect at the next start")),
+        );
         *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = new;
         report.extend(problems.iter().map(|p| format!("Warning: {p}")));
         Ok(report.join("\n") + "\n")
     }
+}
+
+/// The settings a reload takes but that only the next start applies (read once when the
+/// daemon starts: the token signer, limits sized into the listeners, the issuers' key sets,
+/// the UDS site), by their configuration key.
+fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.tokens != new.tokens {
+        changed.push("[tokens]");
+    }
+    if old.limits != new.limits {
+        changed.push("[limits]");
+    }
+    // IssuerConfig has no equality; its Debug form shows every field.
+    if format!("{:?}", old.identity_providers) != format!("{:?}", new.identity_providers) {
+        changed.push("[[identity_providers]]");
+    }
+    if old.cluster.params.server_version != new.cluster.params.server_version {
+        changed.push("cluster.server_version (UDS version)");
+    }
+    changed
 }
 
 /// The stream listeners whose port changed, with their new configured port; or why the
@@ -366,6 +453,31 @@ fn moved_listeners(
             if before != after {
                 moved.push((NodeId(i as u16), service, after));
             }
+        }
+    }
+    // A listener moving onto a port that one of ours listens on now (ports swapped between
+    // listeners) is refused rather than done: the new socket is bound while the old one
+    // still serves, so that a refused reload changes nothing; closing first would leave a
+    // window in which the port can be lost to another process, with no listener to go back
+    // to. A restart binds everything afresh.
+    for &(NodeId(i), service, after) in &moved {
+        let node = &new.nodes[usize::from(i)];
+        let holder = old.nodes.iter().find_map(|o| {
+            (o.address == node.address)
+                .then(|| stream_ports(&o.ports))
+                .into_iter()
+                .flatten()
+                .find(|&(_, p)| p == after)
+                .map(|(s, _)| (o, s))
+        });
+        if let Some((o, held_by)) = holder {
+            errors.push(format!(
+                "nodes.{}.ports: {} moves to port {after}, which the {} listener of node {}                  holds until this reload; swapping ports between listeners needs a restart",
+                node.name,
+                service.name(),
+                held_by.name(),
+                o.name
+            ));
         }
     }
     if errors.is_empty() {
@@ -507,6 +619,18 @@ mod tests {
         assert!(errors[0].starts_with("nodes.UCM-PUB.ports: "), "{errors:?}");
         assert!(
             errors[1].starts_with("nodes.UCM-SUB1.ports: "),
+            "{errors:?}"
+        );
+
+        let mut swapped = lab();
+        let p = &mut swapped.nodes[0].ports;
+        (p.tftp_http, p.tftp_https) = (p.tftp_https, p.tftp_http);
+        let errors = moved_listeners(&old, &swapped).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.starts_with("nodes.UCM-PUB.ports: ") && e.ends_with("needs a restart")),
             "{errors:?}"
         );
 

@@ -107,16 +107,40 @@ impl TlsConfigs {
         state_dir: &Path,
         expressway: ExpresswayTable,
     ) -> Result<Self, TlsError> {
+        Self::load_with(settings, state_dir, expressway, None)
+    }
+
+    /// As [`Self::load`], with the tomcat certificate and key taken from `tomcat` (PEM text:
+    /// certificate chain, private key) instead of their files: `set cert regen tomcat`
+    /// checks the new pair with every other current file before writing anything.
+    pub fn load_with_tomcat(
+        settings: &Settings,
+        state_dir: &Path,
+        expressway: ExpresswayTable,
+        tomcat: (&str, &str),
+    ) -> Result<Self, TlsError> {
+        Self::load_with(settings, state_dir, expressway, Some(tomcat))
+    }
+
+    fn load_with(
+        settings: &Settings,
+        state_dir: &Path,
+        expressway: ExpresswayTable,
+        tomcat: Option<(&str, &str)>,
+    ) -> Result<Self, TlsError> {
         let files = &settings.tls;
         let path = |p: &Path| Settings::resolve(state_dir, p);
         // Every file is read before any error is returned, so a reload refused for a bad
         // certificate names every bad file at once.
-        let tomcat = load_identity(
-            &path(&files.tomcat_cert),
-            &path(&files.tomcat_key),
-            "tomcat_cert",
-            "tomcat_key",
-        );
+        let tomcat = match tomcat {
+            None => load_identity(
+                &path(&files.tomcat_cert),
+                &path(&files.tomcat_key),
+                "tomcat_cert",
+                "tomcat_key",
+            ),
+            Some((cert, key)) => identity_from_pem(cert, key),
+        };
         let cm = load_identity(
             &path(&files.callmanager_cert),
             &path(&files.callmanager_key),
@@ -208,6 +232,23 @@ fn load_identity(
         path: key.to_owned(),
         reason: e.to_string(),
     })?;
+    Ok((chain, key))
+}
+
+/// A certificate chain and key in memory (not yet written to their files).
+fn identity_from_pem(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let invalid = |key: &'static str| move |reason: String| TlsError::Invalid { key, reason };
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("tomcat_cert")(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(invalid("tomcat_cert")("no CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| invalid("tomcat_key")(e.to_string()))?;
     Ok((chain, key))
 }
 

@@ -77,7 +77,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
 use crate::auth::{Authenticator, unix_now};
-use crate::cluster::{Cluster, User};
+use crate::cluster::{Cluster, SharedCluster, User};
 use crate::oauth::TokenService;
 use crate::oauth::http::basic_credentials;
 use crate::provisioning::Provisioning;
@@ -86,7 +86,8 @@ pub use xml::{config_file_url, model_number};
 
 /// The UDS resources' shared state.
 pub struct Uds {
-    cluster: Arc<Cluster>,
+    /// The token service's handle: a configuration reload swaps both at once.
+    cluster: SharedCluster,
     tokens: Arc<TokenService>,
     authenticator: Arc<dyn Authenticator>,
     /// The config files' state: the ports their URLs name (the bound ones).
@@ -102,8 +103,13 @@ impl Uds {
         authenticator: Arc<dyn Authenticator>,
         provisioning: Arc<Provisioning>,
     ) -> Self {
-        let cluster = tokens.cluster().clone();
-        let site = xml::Site::new(&cluster, uds_version(&cluster.params.server_version));
+        let cluster = tokens.shared_cluster();
+        // The node list and version need a restart (a reload refuses or warns), so the
+        // site's base address and version are fixed here.
+        let site = {
+            let c = cluster.load();
+            xml::Site::new(&c, uds_version(&c.params.server_version))
+        };
         Self {
             cluster,
             tokens,
@@ -229,25 +235,27 @@ async fn version(State(uds): State<Arc<Uds>>) -> Response {
 }
 
 async fn servers(State(uds): State<Arc<Uds>>) -> Response {
-    answer(xml::servers(&uds.site, &uds.cluster), false)
+    answer(xml::servers(&uds.site, &uds.cluster.load()), false)
 }
 
 async fn cluster_user(State(uds): State<Arc<Uds>>, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
-    let user = match lookup_cluster_user(&uds.cluster, &query) {
+    let cluster = uds.cluster.load();
+    let user = match lookup_cluster_user(&cluster, &query) {
         Ok(user) => user,
         Err(reject) => return reject.into_response(),
     };
-    answer(
-        xml::cluster_user(&uds.site, &uds.cluster, &query, user),
-        false,
-    )
+    answer(xml::cluster_user(&uds.site, &cluster, &query, user), false)
 }
 
 async fn user(State(uds): State<Arc<Uds>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    match uds.authorize(&id, &headers).await {
-        Ok(user) => answer(xml::user(&uds.site, &uds.cluster, user), true),
-        Err(reject) => reject.into_response(),
+    let cluster = match uds.authorize(&id, &headers).await {
+        Ok(cluster) => cluster,
+        Err(reject) => return reject.into_response(),
+    };
+    match cluster.user(&id) {
+        Some(user) => answer(xml::user(&uds.site, &cluster, user), true),
+        None => Reject::Forbidden.into_response(),
     }
 }
 
@@ -256,18 +264,22 @@ async fn devices(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match uds.authorize(&id, &headers).await {
-        Ok(user) => answer(
+    let cluster = match uds.authorize(&id, &headers).await {
+        Ok(cluster) => cluster,
+        Err(reject) => return reject.into_response(),
+    };
+    match cluster.user(&id) {
+        Some(user) => answer(
             xml::devices(
                 &uds.site,
-                &uds.cluster,
+                &cluster,
                 &uds.provisioning.ports(),
                 uds.provisioning.oauth_mode(),
                 user,
             ),
             true,
         ),
-        Err(reject) => reject.into_response(),
+        None => Reject::Forbidden.into_response(),
     }
 }
 
@@ -284,16 +296,22 @@ async fn not_covered(uri: axum::http::Uri) -> Response {
 }
 
 impl Uds {
-    /// The user `id` names, once the request's credentials prove to be that user's.
-    async fn authorize(&self, id: &str, headers: &HeaderMap) -> Result<&User, Reject> {
+    /// The cluster model in force, once the request's credentials prove to be those of the
+    /// user `id` names, who is in it.
+    async fn authorize(&self, id: &str, headers: &HeaderMap) -> Result<Arc<Cluster>, Reject> {
         check_id(id)?;
         let who = self.authenticate(headers).await?;
         if *who != *id {
             tracing::info!(user = %who, requested = id, "UDS refused: another user's data");
             return Err(Reject::Forbidden);
         }
-        // Checked by both credential paths; a configuration without the user cannot get here.
-        self.cluster.user(id).ok_or(Reject::Forbidden)
+        // Checked by both credential paths; the model is loaded after them, so a reload in
+        // between that removed the user refuses here.
+        let cluster = self.cluster.load_full();
+        match cluster.user(id) {
+            Some(_) => Ok(cluster),
+            None => Err(Reject::Forbidden),
+        }
     }
 
     /// The active end user the `Authorization` header proves.
@@ -342,7 +360,7 @@ impl Uds {
                 return Err(refused);
             }
         };
-        match self.cluster.user(&identity.user) {
+        match self.cluster.load().user(&identity.user) {
             Some(u) if u.active => Ok(u.id.clone()),
             _ => {
                 tracing::info!(user = %identity.user, "UDS refused: unknown or inactive user");

@@ -250,12 +250,29 @@ impl CertInfo {
     }
 }
 
-fn ip(bytes: &[u8]) -> Option<IpAddr> {
+/// The address of an IP SAN (4 or 16 bytes).
+pub(crate) fn ip(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
         16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
         _ => None,
     }
+}
+
+/// A certificate's DNS SANs as written and its IP SANs as text (canonical form); other kinds
+/// of name are not names a TLS peer is matched by here.
+pub(crate) fn dns_and_ip_sans(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => names.extend(ip(bytes).map(|a| a.to_string())),
+                _ => {}
+            }
+        }
+    }
+    names
 }
 
 /// `Nov 27 18:20:00 2026 GMT`, openssl's form, so the output compares with `openssl x509`.

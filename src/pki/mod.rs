@@ -12,6 +12,7 @@ pub mod certs;
 mod lab;
 pub mod regen;
 
+pub(crate) use certs::dns_and_ip_sans;
 pub use certs::{LAB_DIR, lab_plan};
 pub use lab::{
     LOCK_FILE, LabPkiFiles, LabPkiPlan, create_private_dir, ensure_lab_pki, ensure_secret_file,

@@ -130,25 +130,7 @@ fn subject_and_names(
         .ok_or_else(|| "the certificate has no common name".to_owned())?;
     let unit = (cert.subject().iter_organizational_unit())
         .find_map(|a| a.as_str().ok().map(str::to_owned));
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                x509_parser::extensions::GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
-                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
-                    let ip = match bytes.len() {
-                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*bytes)
-                            .ok()
-                            .map(std::net::IpAddr::from),
-                        _ => None,
-                    };
-                    names.extend(ip.map(|ip| ip.to_string()));
-                }
-                _ => {}
-            }
-        }
-    }
+    let names = super::certs::dns_and_ip_sans(&cert);
     Ok((cn, unit, names))
 }
 

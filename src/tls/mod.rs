@@ -305,26 +305,11 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .filter_map(|cn| cn.as_str().ok())
         .map(str::to_ascii_lowercase)
         .collect();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                x509_parser::extensions::GeneralName::DNSName(dns) => {
-                    names.push(dns.to_ascii_lowercase());
-                }
-                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
-                    let ip = match bytes.len() {
-                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*bytes)
-                            .ok()
-                            .map(std::net::IpAddr::from),
-                        _ => None,
-                    };
-                    names.extend(ip.map(|ip| ip.to_string()));
-                }
-                _ => {}
-            }
-        }
-    }
+    names.extend(
+        crate::pki::dns_and_ip_sans(&cert)
+            .iter()
+            .map(|n| n.to_ascii_lowercase()),
+    );
     names
 }
 

@@ -25,18 +25,23 @@ impl Echo {
     /// quoted-pair where RFC 3261 §25.1 has quoted strings (Via parameters, From/To display
     /// names: RFC 4475 §3.1.1.2 quotes a NUL there). Call-ID and CSeq have no quoting.
     fn is_safe_to_echo(&self) -> bool {
-        let control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
-        let plain = |v: &str| !v.bytes().any(control);
-        let quoted = |v: &str| {
-            let v = v.as_bytes();
-            !(0..v.len()).any(|i| control(v[i]) && (i == 0 || v[i - 1] != b'\\'))
-        };
-        self.vias.iter().all(|v| quoted(v))
-            && quoted(&self.from)
-            && quoted(&self.to)
-            && plain(&self.call_id)
-            && plain(&self.cseq)
+        self.vias.iter().all(|v| no_bare_control(v))
+            && no_bare_control(&self.from)
+            && no_bare_control(&self.to)
+            && !self.call_id.bytes().any(is_control)
+            && !self.cseq.bytes().any(is_control)
     }
+}
+
+/// A control character other than HTAB (RFC 3261 §25.1 allows them only quoted).
+fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// No control character unless escaped by a quoted-pair (`\` before it).
+fn no_bare_control(v: &str) -> bool {
+    let v = v.as_bytes();
+    !(0..v.len()).any(|i| is_control(v[i]) && (i == 0 || v[i - 1] != b'\\'))
 }
 
 /// The request methods the registrar distinguishes.
@@ -202,6 +207,10 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     ];
     if let Some((_, reason)) = missing.iter().find(|(m, _)| *m) {
         return Err(bad(out.echo, reason));
+    }
+    // A 200 echoes the Contact: none of its control characters may reach the client unquoted.
+    if !out.contacts.iter().all(|c| no_bare_control(c)) {
+        return Err(bad(out.echo, "Malformed Contact header"));
     }
     // The headers every response echoes must parse, or the client could not match the answer
     // (RFC 4475 §3.1.2.1, §3.1.2.6, §3.1.2.14, §3.1.2.15).

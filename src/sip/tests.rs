@@ -1034,6 +1034,15 @@ fn control_characters_in_echoed_headers_are_never_answered() {
     }
 }
 
+/// Found by the `sip_handle` fuzz target: NULs in the Contact's user part were echoed in the
+/// 200 (the transports drop such a message earlier; the parser must not rely on that).
+#[test]
+fn control_characters_in_a_contact_are_a_bad_request() {
+    let contact = CONTACT.replacen("@10.10.10.10", "\u{0}\u{0}@10.10.10.10", 1);
+    let msg = Msg::register_1().set("Contact", &format!("Contact: {contact}"));
+    assert_eq!(bad_request(&msg.bytes()).1, "Malformed Contact header");
+}
+
 #[test]
 fn headers_after_the_first_at_of_a_request_uri_are_refused() {
     // `parse_sip_uri` ends the userinfo at the first `@`: `x=a@b` is a header.

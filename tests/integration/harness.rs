@@ -15,7 +15,7 @@ use sip_oauth_registrar::config::{LAB_CONFIG, Settings};
 use sip_oauth_registrar::net::ListenerKind;
 use sip_oauth_registrar::net::Transport;
 use sip_oauth_registrar::pki::{Authority, CertAndKey};
-use sip_oauth_registrar::server::{BindOptions, Server};
+use sip_oauth_registrar::server::{BindOptions, PreparedState, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
@@ -45,32 +45,48 @@ pub struct TestServer {
     cancel: CancellationToken,
 }
 
+/// The daemon on `state`, on ephemeral ports.
+async fn boot(
+    settings: &Settings,
+    state: &tempfile::TempDir,
+    cancel: &CancellationToken,
+) -> (Server, PreparedState) {
+    Server::start(
+        settings,
+        state.path(),
+        BindOptions {
+            ephemeral_ports: true,
+        },
+        cancel.clone(),
+    )
+    .await
+    .expect("server starts")
+}
+
 impl TestServer {
     pub async fn lab() -> Self {
         Self::start(LAB_CONFIG).await
     }
 
     pub async fn start(toml: &str) -> Self {
+        Self::start_in(toml, tempfile::tempdir().expect("tempdir"))
+            .await
+            .0
+    }
+
+    /// Starts on a state directory the test prepared; also returns what the start created.
+    pub async fn start_in(toml: &str, state: tempfile::TempDir) -> (Self, PreparedState) {
         init_tracing();
         let settings = Settings::from_toml(toml).expect("test config");
-        let state = tempfile::tempdir().expect("tempdir");
         let cancel = CancellationToken::new();
-        let (server, _) = Server::start(
-            &settings,
-            state.path(),
-            BindOptions {
-                ephemeral_ports: true,
-            },
-            cancel.clone(),
-        )
-        .await
-        .expect("server starts");
-        Self {
+        let (server, prepared) = boot(&settings, &state, &cancel).await;
+        let s = Self {
             server: Some(server),
             settings,
             state,
             cancel,
-        }
+        };
+        (s, prepared)
     }
 
     pub fn server(&self) -> &Server {
@@ -169,17 +185,7 @@ impl TestServer {
         let server = self.server.take().expect("running");
         assert!(server.shutdown(Duration::from_secs(3)).await, "clean stop");
         self.cancel = CancellationToken::new();
-        let (server, _) = Server::start(
-            &self.settings,
-            self.state.path(),
-            BindOptions {
-                ephemeral_ports: true,
-            },
-            self.cancel.clone(),
-        )
-        .await
-        .expect("server restarts");
-        self.server = Some(server);
+        self.server = Some(boot(&self.settings, &self.state, &self.cancel).await.0);
     }
 
     /// The HTTPS (8443) listener of a node.

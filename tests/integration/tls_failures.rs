@@ -16,14 +16,12 @@ use base64::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
-use sip_oauth_registrar::config::{LAB_CONFIG, Settings};
+use sip_oauth_registrar::config::LAB_CONFIG;
 use sip_oauth_registrar::net::ListenerKind::{MraOAuth, OAuth, SipSecure};
 use sip_oauth_registrar::net::Transport::Tls;
 use sip_oauth_registrar::pki::{Authority, CertAndKey};
-use sip_oauth_registrar::server::{BindOptions, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
@@ -664,18 +662,8 @@ async fn certs_init_then_the_daemon_presents_what_certs_show_lists() {
     let made = snapshot(&certs);
     assert_eq!(made.len(), 10);
 
-    let settings = Settings::from_toml(LAB_CONFIG).unwrap();
-    let cancel = CancellationToken::new();
-    let (server, prepared) = Server::start(
-        &settings,
-        state.path(),
-        BindOptions {
-            ephemeral_ports: true,
-        },
-        cancel.clone(),
-    )
-    .await
-    .expect("server starts");
+    let (s, prepared) = TestServer::start_in(LAB_CONFIG, state).await;
+    let state = s.state.path();
     assert!(
         prepared.created.iter().all(|p| !p.starts_with(&certs)),
         "{:?}",
@@ -683,14 +671,14 @@ async fn certs_init_then_the_daemon_presents_what_certs_show_lists() {
     );
     assert_eq!(snapshot(&certs), made, "the start replaced nothing");
 
-    let show = run_bin(state.path(), &["certs", "show"]);
+    let show = run_bin(state, &["certs", "show"]);
     assert!(show.status.success(), "{show:?}");
     let shown = String::from_utf8(show.stdout).unwrap();
     let files = Files::new();
     let ca = std::fs::read_to_string(certs.join("lab-ca.pem")).unwrap();
     let node = sip_oauth_registrar::cluster::NodeId(0);
     for (kind, file) in [(OAuth, "tomcat.pem"), (SipSecure, "callmanager.pem")] {
-        let addr = server.addr(node, kind, Tls).unwrap();
+        let addr = s.server().addr(node, kind, Tls).unwrap();
         // The summary after the handshake ends with the verification result.
         let r = s_client_until(
             addr,
@@ -711,13 +699,12 @@ async fn certs_init_then_the_daemon_presents_what_certs_show_lists() {
         assert!(entry.contains(&line), "{line} in\n{entry}");
     }
 
-    let again = run_bin(state.path(), &["certs", "init"]);
+    let again = run_bin(state, &["certs", "init"]);
     assert!(again.status.success(), "{again:?}");
     let text = String::from_utf8(again.stdout).unwrap();
     assert!(text.contains("nothing created"), "{text}");
     assert!(!text.contains("created /"), "{text}");
     assert_eq!(snapshot(&certs), made);
 
-    assert!(server.shutdown(Duration::from_secs(3)).await);
-    cancel.cancel();
+    assert!(s.shutdown(Duration::from_secs(3)).await);
 }
